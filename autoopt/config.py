@@ -1,0 +1,123 @@
+"""A study's settings as one frozen, validated record, shared by ``tune()`` and study files.
+
+Validation happens here, when the record is made, so that a bad value is an error that names it
+before any data is touched or any model trained.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .recommend import Policy, check_policy
+from .registry import resolve_specs
+from .search import PRUNERS, SAMPLERS, SPACES
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(value: int | float | str | None) -> int | None:
+    """Bytes from a number or a string such as ``"512MB"`` or ``"2 GiB"``.
+
+    >>> parse_bytes("2 GiB")
+    2147483648
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"memory_budget={value!r} is not a size; give bytes (an int) or a string like '512MB' or '2GiB'.")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every setting of a study except the model and the data (see ``tune`` for their meaning)."""
+
+    optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
+    epochs: int = 10  # training budget of one trial
+    batch_size: int = 64
+    n_trials: int | None = None  # search trials (re-evaluations come on top); None and no timeout: 30
+    timeout: float | None = None  # seconds for the search
+    policy: Policy = "default"
+    tolerance: float = 0.01  # "as good as the best" for the default policy
+    memory_budget: int | None = None  # bytes for params + grads + optimizer state
+    reevaluate_top: int = 3  # configurations retrained on extra seeds before recommending
+    seeds: int = 3  # seeds each of those is trained on in all (the search's seed included)
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
+    enqueue_defaults: bool = True  # try each optimizer's known-good defaults first
+    n_jobs: int = 1
+    val_fraction: float = 0.2
+    divergence_factor: float = 4.0
+    storage: str | None = None
+    study_name: str | None = None
+    device: str | None = None
+    tracking: bool = True
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+    verbose: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizers is not None:
+            names = [self.optimizers] if isinstance(self.optimizers, str) else list(self.optimizers)
+            resolve_specs(names)  # unknown names: one error listing the valid ones
+            object.__setattr__(self, "optimizers", tuple(names))
+        object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("n_jobs", self.n_jobs)
+        _positive_int("seeds", self.seeds)
+        if self.n_trials is not None:
+            _positive_int("n_trials", self.n_trials)
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds but got {self.timeout!r}.")
+        if not isinstance(self.reevaluate_top, int) or self.reevaluate_top < 0:
+            raise ValueError(f"reevaluate_top must be 0 or a positive integer but got {self.reevaluate_top!r}.")
+        if not 0 <= self.tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1) (a fraction of the best loss) but got {self.tolerance!r}.")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1 but got {self.val_fraction!r}.")
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must be above 1 but got {self.divergence_factor!r}.")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ValueError(f"memory_budget must be positive but got {self.memory_budget!r}.")
+        _one_of("sampler", self.sampler, SAMPLERS)
+        _one_of("pruner", self.pruner, PRUNERS)
+        _one_of("space", self.space, SPACES)
+        check_policy(self.policy)
+
+    @property
+    def trial_budget(self) -> int | None:
+        """Search trials to run: n_trials, or 30 when neither n_trials nor timeout is given."""
+        if self.n_trials is None and self.timeout is None:
+            return 30
+        return self.n_trials
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat values for logging (MLflow params)."""
+        out: dict[str, Any] = {}
+        for name in self.field_names():
+            value = getattr(self, name)
+            out[name] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+        out["optimizers"] = ",".join(self.optimizers) if self.optimizers else "all"
+        return out
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer but got {value!r}.")
+
+
+def _one_of(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if isinstance(value, str) and value not in options:
+        raise ValueError(f"unknown {name} {value!r}; use one of {list(options)}.")

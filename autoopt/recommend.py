@@ -1,0 +1,233 @@
+"""The recommendation: loss, speed and memory weighed after the search by a stated policy.
+
+Trials of the same configuration on several seeds are averaged first, and only configurations that
+trained on every seed they were given count: one that diverged on any seed is never recommended.
+When some configurations were re-evaluated on extra seeds, only those compete, so a lucky seed
+cannot win.
+
+Policies (``policy=``):
+- ``"default"``: the lowest mean validation loss; among configurations within ``tolerance`` (1%)
+  of it, the fastest to reach the target loss; then the least optimizer memory.
+- ``"loss"``: the lowest mean validation loss, nothing else.
+- ``"speed"``: the fastest to the target among configurations within 5% of the best loss.
+- ``"memory"``: the least memory among configurations within 5% of the best loss, then the loss.
+- a dict of weights, e.g. ``{"loss": 1, "speed": 0.2, "memory": 0.1}``: the lowest weighted sum of
+  each criterion divided by its best value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .registry import get_spec
+
+POLICIES = ("default", "loss", "speed", "memory")
+CRITERIA = ("loss", "speed", "memory")
+#: How far from the best loss the "speed" and "memory" policies may go to save time or memory.
+WIDE_TOLERANCE = 0.05
+BAD_OUTCOMES = ("diverged", "oom", "failed")
+
+Policy = str | Mapping[str, float]
+
+
+def check_policy(policy: Policy) -> None:
+    """Raise ValueError for a policy that is neither a known name nor a dict of criterion weights."""
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; use one of {list(POLICIES)} or a dict of weights over {list(CRITERIA)}.")
+        return
+    if not isinstance(policy, Mapping) or not policy:
+        raise ValueError(f"policy must be one of {list(POLICIES)} or a dict of weights over {list(CRITERIA)}, got {policy!r}.")
+    unknown = sorted(set(policy) - set(CRITERIA))
+    if unknown or any(not isinstance(w, (int, float)) or w < 0 for w in policy.values()):
+        raise ValueError(f"policy weights must be non-negative numbers over {list(CRITERIA)}, got {dict(policy)!r}.")
+
+
+@dataclass
+class Recommendation:
+    """The chosen optimizer and settings, what was measured for them, and why.
+
+    >>> rec = Recommendation(optimizer="sgd", params={"lr": 0.1})
+    >>> rec.build(torch.nn.Linear(2, 1).parameters()).__class__.__name__
+    'SGD'
+    """
+
+    optimizer: str
+    params: dict[str, Any]
+    family: str = ""
+    val_loss: float = math.nan  # mean final validation loss over the seeds it was trained on
+    val_loss_std: float = math.nan
+    n_seeds: int = 0
+    val_accuracy: float = math.nan
+    epochs_to_target: float = math.nan
+    seconds_to_target: float = math.nan
+    optimizer_state_bytes: int = 0
+    peak_memory_bytes: int = 0
+    policy: str = "default"
+    explanation: str = ""
+    trial_numbers: list[int] = field(default_factory=list)
+
+    def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """The recommended torch optimizer over ``params``: ``opt = rec.build(model.parameters())``."""
+        return get_spec(self.optimizer).build(params, self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return self.explanation or f"{self.optimizer} {self.params}"
+
+
+def summarize_configs(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong."""
+    runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
+    if runs.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, group in runs.groupby("config", sort=False):
+        good = group[group["outcome"] == "completed"]
+        losses = good["final_val_loss"].to_numpy(dtype=float)
+        rows.append({
+            "config": config,
+            "optimizer": group["optimizer"].iloc[0],
+            "family": group["family"].iloc[0],
+            "params": group["params"].iloc[0],
+            "n_seeds": len(group),
+            "ok": bool(len(good) == len(group) and np.isfinite(losses).all()),
+            "val_loss": float(losses.mean()) if len(losses) else math.nan,
+            "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
+            "val_accuracy": float(good["final_val_accuracy"].mean()) if len(good) else math.nan,
+            "epochs_to_target": float(good["epochs_to_target"].mean()) if len(good) else math.nan,
+            "seconds_to_target": float(good["seconds_to_target"].mean()) if len(good) else math.nan,
+            "optimizer_state_bytes": int(group["optimizer_state_bytes"].max()),
+            "peak_memory_bytes": int(group["peak_memory_bytes"].max()),
+            "trial_numbers": [int(n) for n in group["number"].dropna()],
+        })
+    return pd.DataFrame(rows)
+
+
+def _within(losses: pd.Series, best: float, tolerance: float) -> pd.Series:
+    return losses <= best + tolerance * abs(best)
+
+
+def _pick(pool: pd.DataFrame, policy: Policy, tolerance: float) -> pd.Series:
+    best = pool["val_loss"].min()
+    speed = pool["seconds_to_target"].fillna(math.inf)
+    if policy == "loss":
+        return pool.loc[pool["val_loss"].idxmin()]
+    if policy in ("default", "speed"):
+        near = pool[_within(pool["val_loss"], best, tolerance if policy == "default" else max(tolerance, WIDE_TOLERANCE))]
+        order = near.assign(_speed=speed[near.index]).sort_values(["_speed", "optimizer_state_bytes", "val_loss"])
+        return order.iloc[0]
+    if policy == "memory":
+        near = pool[_within(pool["val_loss"], best, max(tolerance, WIDE_TOLERANCE))]
+        return near.sort_values(["peak_memory_bytes", "val_loss"]).iloc[0]
+    weights = dict(policy)  # type: ignore[arg-type]
+    score = (
+        weights.get("loss", 0.0) * pool["val_loss"] / max(abs(best), 1e-12)
+        + weights.get("speed", 0.0) * speed / max(speed.min(), 1e-9)
+        + weights.get("memory", 0.0) * pool["peak_memory_bytes"] / max(pool["peak_memory_bytes"].min(), 1)
+    )
+    return pool.loc[score.idxmin()]
+
+
+def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float = 0.01) -> Recommendation:
+    """Choose from a trials table (``Report.trials``) by ``policy``.
+
+    >>> import pandas as pd
+    >>> from autoopt.results import trials_table
+    >>> # see tests/test_recommend.py for hand-built tables
+    """
+    check_policy(policy)
+    configs = summarize_configs(trials)
+    if configs.empty or not configs["ok"].any():
+        raise RuntimeError("no trial completed: there is nothing to recommend (see report.trials for the errors).")
+    pool = configs[configs["ok"]]
+    note = ""
+    if (pool["n_seeds"] > 1).any():
+        pool = pool[pool["n_seeds"] > 1]
+    elif (configs["n_seeds"] > 1).any():
+        note = " Every re-evaluated configuration failed on some seed; this one was trained on one seed only."
+    chosen = _pick(pool, policy, tolerance)
+    rec = Recommendation(
+        optimizer=chosen["optimizer"],
+        params=dict(chosen["params"]),
+        family=chosen["family"],
+        val_loss=float(chosen["val_loss"]),
+        val_loss_std=float(chosen["val_loss_std"]),
+        n_seeds=int(chosen["n_seeds"]),
+        val_accuracy=float(chosen["val_accuracy"]),
+        epochs_to_target=float(chosen["epochs_to_target"]),
+        seconds_to_target=float(chosen["seconds_to_target"]),
+        optimizer_state_bytes=int(chosen["optimizer_state_bytes"]),
+        peak_memory_bytes=int(chosen["peak_memory_bytes"]),
+        policy=policy if isinstance(policy, str) else "weights " + str(dict(policy)),
+        trial_numbers=list(chosen["trial_numbers"]),
+    )
+    rec.explanation = explain(rec, configs, trials, tolerance) + note
+    return rec
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _speed_text(epochs: float, seconds: float) -> str:
+    if not math.isfinite(epochs):
+        return "never reached the target"
+    return f"target in {epochs:.0f} epochs / {seconds:.2f} s"
+
+
+_REASONS = {
+    "default": "the lowest mean validation loss, then the fastest to converge among configurations within {tol:.0%} of it, then the least memory",
+    "loss": "the lowest mean validation loss",
+    "speed": "the fastest to converge among configurations within {wide:.0%} of the best loss",
+    "memory": "the least memory among configurations within {wide:.0%} of the best loss",
+}
+
+
+def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float) -> str:
+    """A few lines comparing the choice with the best configuration of every other optimizer."""
+    reason = _REASONS.get(rec.policy, "the lowest weighted score ({policy})").format(
+        tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE), policy=rec.policy)
+    spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) else ""
+    accuracy = f", accuracy {rec.val_accuracy:.1%}" if math.isfinite(rec.val_accuracy) else ""
+    lines = [
+        f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread} "
+        f"over {rec.n_seeds} seed(s){accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
+        f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
+        f"Chosen by policy '{rec.policy}': {reason}.",
+    ]
+    ok = configs[configs["ok"]]
+    others = ok[ok["optimizer"] != rec.optimizer]
+    if not others.empty:
+        lines.append("Best of each other optimizer:")
+        for _, row in others.loc[others.groupby("optimizer")["val_loss"].idxmin()].sort_values("val_loss").iterrows():
+            delta = (row["val_loss"] - rec.val_loss) / max(abs(rec.val_loss), 1e-12)
+            lines.append(
+                f"  {row['optimizer']:<10} {row['val_loss']:.4g} ({delta:+.1%}), "
+                f"{_speed_text(row['epochs_to_target'], row['seconds_to_target'])}, "
+                f"state {format_bytes(row['optimizer_state_bytes'])} (lr={row['params'].get('lr', math.nan):.3g})"
+            )
+    trained = set(ok["optimizer"])
+    bad = trials[trials["outcome"].isin(BAD_OUTCOMES + ("infeasible",))]
+    for outcome, group in bad.groupby("outcome"):
+        names = sorted(set(group["optimizer"]) - (trained if outcome != "infeasible" else set()))
+        if names:
+            lines.append(f"  {outcome}: {', '.join(names)} (no configuration of theirs trained cleanly)")
+    return "\n".join(lines)

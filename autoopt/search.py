@@ -1,0 +1,222 @@
+"""The search: the one module that talks to Optuna's study and trial API.
+
+The study is single-objective on the final validation loss, because Optuna's ``Trial.report`` and
+``should_prune`` do not work in multi-objective studies; time and memory are recorded beside each
+trial and weighed afterwards by the recommender. Every measurement is stored in the trial's user
+attributes, so that a resumed study, or one shared by several workers, rebuilds the whole table
+from its storage alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .records import Candidate, EpochRecord, Measurement, TrialRecord
+from .registry import LogUniform, OptimizerSpec
+from .training import TrainingInterrupted
+
+#: run_trial(number, candidate, seed, purpose, should_stop) -> Measurement, supplied by the caller
+RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("hyperband", "median", "none")
+SPACES = ("full", "lr")
+
+
+def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
+    if isinstance(kind, optuna.samplers.BaseSampler):
+        return kind
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # group=True: each optimizer's dimensions form their own subspace of the conditional space
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+
+
+def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
+    if isinstance(kind, optuna.pruners.BasePruner):
+        return kind
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def create_study(
+    *,
+    study_name: str | None,
+    storage: str | optuna.storages.BaseStorage | None,
+    sampler: str | optuna.samplers.BaseSampler,
+    pruner: str | optuna.pruners.BasePruner,
+    seed: int,
+    epochs: int,
+) -> optuna.Study:
+    """A new study, or the stored one of the same name (resume)."""
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=make_sampler(sampler, seed),
+        pruner=make_pruner(pruner, epochs),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def _param_name(spec: OptimizerSpec, dim: str) -> str:
+    # one name per optimizer and dimension: Optuna needs a fixed distribution per name
+    return f"{spec.name}.{dim}"
+
+
+def suggest_candidate(trial: optuna.Trial, specs: Sequence[OptimizerSpec], space: str = "full") -> Candidate:
+    """Sample an optimizer, then its own hyperparameters (a conditional space).
+
+    >>> from autoopt.registry import resolve_specs
+    >>> suggest_candidate(optuna.trial.FixedTrial({"optimizer": "sgd", "sgd.lr": 0.1}), resolve_specs(["sgd"]))
+    Candidate(optimizer='sgd', params={'lr': 0.1})
+    """
+    by_name = {s.name: s for s in specs}
+    spec = by_name[trial.suggest_categorical("optimizer", list(by_name))]
+    params: dict[str, Any] = dict(spec.defaults)
+    for dim in spec.space:
+        if space == "lr" and dim.name != "lr":
+            continue
+        params[dim.name] = trial.suggest_float(
+            _param_name(spec, dim.name), dim.low, dim.high, log=isinstance(dim, LogUniform)
+        )
+    return Candidate(spec.name, params)
+
+
+def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full") -> dict[str, Any]:
+    """The Optuna params that make ``suggest_candidate`` return ``candidate`` (for enqueueing)."""
+    params: dict[str, Any] = {"optimizer": candidate.optimizer}
+    for dim in spec.space:
+        if space == "full" or dim.name == "lr":
+            value = min(max(float(candidate.params[dim.name]), dim.low), dim.high)
+            params[_param_name(spec, dim.name)] = value
+    return params
+
+
+def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
+            purpose: str, seed: int) -> None:
+    study.enqueue_trial(trial_params(candidate, spec, space), user_attrs={"purpose": purpose, "seed": seed})
+
+
+def make_objective(
+    specs: Sequence[OptimizerSpec], run_trial: RunTrial, seed: int, space: str
+) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: sample, train through ``run_trial``, store, and map the outcome."""
+
+    def objective(trial: optuna.Trial) -> float:
+        purpose = str(trial.user_attrs.get("purpose", "search"))
+        trial_seed = int(trial.user_attrs.get("seed", seed))
+        candidate = suggest_candidate(trial, specs, space)
+        trial.set_user_attr("purpose", purpose)
+        trial.set_user_attr("seed", trial_seed)
+        trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
+
+        def should_stop(record: EpochRecord) -> bool:
+            if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
+                return False
+            if not math.isfinite(record.val_loss):
+                return True  # diverged: the training loop records it as such
+            trial.report(record.val_loss, record.epoch)
+            return trial.should_prune()
+
+        try:
+            measurement = run_trial(trial.number, candidate, trial_seed, purpose, should_stop)
+        except TrainingInterrupted as exc:
+            trial.set_user_attr("measurement", exc.measurement.to_dict())
+            raise
+        except Exception as exc:
+            failed = Measurement("failed", error=f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("measurement", failed.to_dict())
+            raise
+        trial.set_user_attr("measurement", measurement.to_dict())
+        if measurement.outcome == "pruned":
+            raise optuna.TrialPruned()
+        if measurement.outcome in ("diverged", "oom"):
+            # A FAIL state is invisible to TPE; a bad finite value steers it away from this region.
+            return penalty(measurement)
+        return measurement.final_val_loss
+
+    return objective
+
+
+def penalty(measurement: Measurement) -> float:
+    """The value a diverged or out-of-memory trial reports: worse than any trial that trained."""
+    reference = measurement.initial_val_loss
+    if not math.isfinite(reference):
+        return 1e12
+    return 10.0 * max(abs(reference), 1e-6)
+
+
+def run(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    n_jobs: int,
+    progress: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> None:
+    """Run trials; exceptions of a trial are recorded as FAIL and the study goes on."""
+    if n_trials is not None and n_trials <= 0:
+        return
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        n_jobs=n_jobs,
+        catch=(Exception,),
+        callbacks=[progress] if progress else None,
+    )
+
+
+def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "default")) -> int:
+    """Trials of these purposes that ended (interrupted ones excepted): the budget already spent."""
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        outcome = t.user_attrs.get("measurement", {}).get("outcome")
+        if t.user_attrs.get("purpose", "search") in purposes and outcome != "interrupted":
+            count += 1
+    return count
+
+
+def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[TrialRecord]:
+    """Every finished trial of the study as a TrialRecord, read back from the storage."""
+    families = {s.name: s.family for s in specs}
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) or "measurement" not in t.user_attrs:
+            continue
+        cand = t.user_attrs["candidate"]
+        records.append(
+            TrialRecord(
+                number=t.number,
+                candidate=Candidate(cand["optimizer"], dict(cand["params"])),
+                family=families.get(cand["optimizer"], "unknown"),
+                seed=int(t.user_attrs.get("seed", 0)),
+                purpose=str(t.user_attrs.get("purpose", "search")),
+                measurement=Measurement.from_dict(t.user_attrs["measurement"]),
+            )
+        )
+    return records
+
+
+def quiet_optuna() -> int:
+    """Silence Optuna's per-trial INFO lines (we show our own progress); returns the old level."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return level
+
+
+def restore_optuna_verbosity(level: int) -> None:
+    optuna.logging.set_verbosity(level)

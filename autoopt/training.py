@@ -1,0 +1,188 @@
+"""The training loop: one candidate, one seed, a budget of epochs, everything measured.
+
+It imports neither Optuna nor MLflow: the caller passes ``on_epoch``, which sees each epoch's
+record and answers whether to stop (pruning). Divergence and out-of-memory end a trial as an
+outcome, never an exception; an interrupt ends it with the partial measurement attached.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .data import VAL_CHUNK, Part, Split
+from .device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory, synchronize
+from .records import Candidate, EpochRecord, Measurement
+from .registry import OptimizerSpec
+from .task import Task
+
+OnEpoch = Callable[[EpochRecord], bool]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a trial; carries what was measured so far so that it can be recorded."""
+
+    def __init__(self, measurement: Measurement) -> None:
+        super().__init__("training interrupted")
+        self.measurement = measurement
+
+
+@dataclass
+class TrainingSetup:
+    """What every trial of a study shares: the starting model, the data, the task and the budget."""
+
+    template: nn.Module  # the user's model, copied to the device, with the study's initial weights
+    split: Split
+    task: Task
+    device: torch.device
+    epochs: int
+    batch_size: int
+    seed: int  # the search's seed: other seeds re-initialize the weights
+    divergence_factor: float = 4.0  # val loss above this multiple of the initial loss = diverged
+    _initial_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fresh_model(self, seed: int) -> nn.Module:
+        """A new copy of the model with the initial weights of ``seed``.
+
+        The search's seed gives the user's own weights, so every candidate starts from them; another
+        seed re-initializes every layer that can, under that seed, the same way for every candidate.
+        """
+        model = copy.deepcopy(self.template)
+        if seed != self.seed:
+            model.load_state_dict(self._initial_state(seed))
+        return model
+
+    def _initial_state(self, seed: int) -> dict[str, torch.Tensor]:
+        with self._lock:  # torch's global RNG is shared by threads: draw each seed's weights once
+            if seed not in self._initial_states:
+                model = copy.deepcopy(self.template)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    for module in model.modules():
+                        reset = getattr(module, "reset_parameters", None)
+                        if callable(reset):
+                            reset()
+                self._initial_states[seed] = copy.deepcopy(model.state_dict())
+            return self._initial_states[seed]
+
+
+def evaluate(model: nn.Module, part: Part, task: Task) -> tuple[float, float | None]:
+    """Mean loss and accuracy (None unless classification) of ``model`` on ``part``."""
+    model.eval()
+    total = torch.zeros((), device=next(model.parameters()).device)
+    correct = torch.zeros((), device=total.device)
+    count = 0
+    has_accuracy = True
+    with torch.no_grad():
+        for xb, yb in part.batches(VAL_CHUNK, None):
+            output = model(xb)
+            total += task.loss_fn(output, yb).detach().float() * len(xb)
+            hits = task.correct(output, yb)
+            if hits is None:
+                has_accuracy = False
+            else:
+                correct += hits
+            count += len(xb)
+    model.train()
+    loss = float(total) / max(count, 1)  # one device sync per evaluation
+    return loss, (float(correct) / max(count, 1) if has_accuracy else None)
+
+
+def train_candidate(
+    setup: TrainingSetup,
+    spec: OptimizerSpec,
+    candidate: Candidate,
+    seed: int,
+    on_epoch: OnEpoch | None = None,
+) -> Measurement:
+    """Train a fresh model with ``candidate`` for ``setup.epochs`` epochs and measure it.
+
+    >>> # see tests/test_training.py for runnable examples
+    """
+    device = setup.device
+    measurement = Measurement(outcome="completed")
+    model = optimizer = None
+    try:
+        model = setup.fresh_model(seed).to(device)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = spec.build(params, candidate.params)
+        reset_peak_memory(device)
+        initial_loss, _ = evaluate(model, setup.split.val, setup.task)
+        measurement.initial_val_loss = initial_loss
+        generator = torch.Generator().manual_seed(seed)
+        elapsed = 0.0
+        for epoch in range(1, setup.epochs + 1):
+            synchronize(device)
+            start = time.perf_counter()
+            total = torch.zeros((), device=device)
+            count = 0
+            for xb, yb in setup.split.train.batches(setup.batch_size, generator):
+                optimizer.zero_grad(set_to_none=True)
+                loss = setup.task.loss_fn(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach().float() * len(xb)  # no .item(): a per-step sync would stall CUDA
+                count += len(xb)
+                measurement.steps += 1
+            train_loss = float(total) / max(count, 1)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            val_loss, val_accuracy = evaluate(model, setup.split.val, setup.task)
+            record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, elapsed)
+            measurement.epochs.append(record)
+            measurement.seconds = elapsed
+            stop = on_epoch(record) if on_epoch is not None else False
+            if _diverged(record, initial_loss, setup.divergence_factor):
+                measurement.outcome = "diverged"
+                break
+            if stop:
+                measurement.outcome = "pruned" if epoch < setup.epochs else "completed"
+                break
+        _measure_memory(measurement, model, optimizer, device)
+    except KeyboardInterrupt:
+        measurement.outcome = "interrupted"
+        raise TrainingInterrupted(measurement) from None
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        measurement.outcome = "oom"
+        measurement.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        model = optimizer = None
+        release_memory(device)
+    return measurement
+
+
+def _diverged(record: EpochRecord, initial_loss: float, factor: float) -> bool:
+    if not (math.isfinite(record.train_loss) and math.isfinite(record.val_loss)):
+        return True
+    return record.val_loss > factor * max(initial_loss, 1e-12)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by the optimizer's state tensors, counted exactly."""
+    return sum(
+        value.numel() * value.element_size()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    )
+
+
+def _measure_memory(measurement: Measurement, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> None:
+    measurement.optimizer_state_bytes = optimizer_state_bytes(optimizer)
+    peak = peak_memory_bytes(device)
+    if peak is None:  # CPU/MPS: what training holds beyond activations: params + grads + state
+        params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        peak = 2 * params + measurement.optimizer_state_bytes
+    measurement.peak_memory_bytes = peak
