@@ -23,7 +23,7 @@ from .registry import (
     register_optimizer,
 )
 from .report import Report
-from .tune import tune
+from .tune import load_report, tune
 
 __all__ = [
     "Candidate",
@@ -40,6 +40,7 @@ __all__ = [
     "dense_state",
     "get_spec",
     "list_optimizers",
+    "load_report",
     "prepare_data",
     "recommend",
     "register_optimizer",

@@ -220,3 +220,19 @@ def _study_params(config: StudyConfig, split: Any, task_kind: str, device: torch
             params[f"version_{package}"] = "unknown"
     return params
 
+
+
+def load_report(study_name: str, storage: str, *, policy: Any = "default", tolerance: float = 0.01) -> Report:
+    """The Report of a stored study, rebuilt from its storage without training anything.
+
+    >>> # report = load_report("digits", "sqlite:///digits.db")
+    """
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
+    trials = trials_table(search.read_records(study, resolve_specs(None)))
+    return Report(recommend(trials, policy, tolerance), trials, study)

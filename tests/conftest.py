@@ -1,0 +1,37 @@
+"""Shared tiny problems: every test trains in well under a second on a 2-core CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_litter(monkeypatch, tmp_path):
+    """Tests run in their own folder so that MLflow's default store never lands in the repo."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """120 samples, 4 features, 3 separable classes."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, size=(3, 4))
+    y = np.arange(120) % 3
+    X = (centers[y] + rng.normal(0, 1, size=(120, 4))).astype(np.float32)
+    return X, y
+
+
+@pytest.fixture
+def regression() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 5)).astype(np.float32)
+    y = (X @ rng.normal(size=5) + 0.1 * rng.normal(size=100)).astype(np.float32)
+    return X, y
+
+
+def mlp(inputs: int, outputs: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(inputs, 16), torch.nn.Tanh(), torch.nn.Linear(16, outputs))

@@ -1,0 +1,154 @@
+"""End to end through ``autoopt.tune`` on tiny problems (real Optuna, real training)."""
+
+from __future__ import annotations
+
+import uuid
+
+import optuna
+import pytest
+import torch
+
+import autoopt
+from autoopt import registry
+from autoopt.registry import LogUniform, OptimizerSpec, dense_state
+from conftest import mlp
+
+FAST = dict(epochs=2, batch_size=32, tracking=False, verbose=False)
+
+
+def test_tune_recommends_a_buildable_optimizer_and_keeps_the_users_weights(blobs):
+    model = mlp(4, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = autoopt.tune(model, blobs, optimizers=["adam", "sgd"], n_trials=5, **FAST)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    rec = report.recommendation
+    assert rec.optimizer in ("adam", "sgd") and rec.n_seeds == 3 and rec.val_loss > 0
+    assert "Chosen by policy 'default'" in rec.explanation
+    optimizer = rec.build(model.parameters())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(rec.params["lr"])
+    trials = report.trials
+    assert set(trials["purpose"]) == {"default", "search", "reevaluation"}
+    assert (trials["purpose"] != "reevaluation").sum() == 5  # the search budget; re-runs come on top
+    assert sorted(report.by_optimizer["optimizer"]) == sorted(set(trials.loc[trials.outcome == "completed", "optimizer"]))
+    assert trials["optimizer_state_bytes"].ge(0).all() and trials["seconds"].gt(0).all()
+
+
+@pytest.fixture
+def huge_sgd(monkeypatch):
+    """An SGD whose whole learning-rate range diverges."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_optimizer(OptimizerSpec("huge-sgd", "sgd", torch.optim.SGD, (LogUniform("lr", 1e3, 1e4),),
+                                              {"lr": 5e3}, dense_state(0)))
+
+
+def test_a_diverging_optimizer_is_a_result_and_the_study_survives(regression, huge_sgd):
+    report = autoopt.tune(mlp(5, 1), regression, optimizers=["huge-sgd", "adam"], n_trials=4, **FAST)
+    diverged = report.trials[report.trials["optimizer"] == "huge-sgd"]
+    assert len(diverged) >= 1 and set(diverged["outcome"]) == {"diverged"}
+    assert report.recommendation.optimizer == "adam"
+    assert "diverged: huge-sgd" in report.recommendation.explanation
+
+
+def test_memory_budget_skips_what_cannot_fit(blobs):
+    model = mlp(4, 3)
+    param_bytes = 4 * sum(p.numel() for p in model.parameters())
+    report = autoopt.tune(model, blobs, optimizers=["sgd", "adam"], n_trials=2,
+                          memory_budget=2 * param_bytes + 100, **FAST)
+    skipped = report.trials[report.trials["outcome"] == "infeasible"]
+    assert list(skipped["optimizer"]) == ["adam"] and report.recommendation.optimizer == "sgd"
+
+
+class CountsTraining(torch.nn.Module):
+    """Counts forward passes in training mode: bad input must be caught before the first one."""
+
+    def __init__(self, inputs: int = 4, outputs: int = 3) -> None:
+        super().__init__()
+        self.fc, self.training_calls = torch.nn.Linear(inputs, outputs), 0
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            self.training_calls += 1
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(n_trials=0), "n_trials must be a positive integer but got 0"),
+        (dict(epochs=-1), "epochs must be a positive integer but got -1"),
+        (dict(timeout=0), "timeout must be a positive number"),
+        (dict(optimizers=["adam", "adamz"]), r"unknown optimizer\(s\) \['adamz'\]"),
+        (dict(memory_budget=10), r"memory_budget=10 bytes is below every candidate's need.*sgd"),
+        (dict(memory_budget="lots"), "is not a size"),
+        (dict(policy="cheapest"), "unknown policy 'cheapest'"),
+        (dict(sampler="grid"), "unknown sampler 'grid'"),
+    ],
+)
+def test_bad_settings_are_named_before_any_training(blobs, settings, message):
+    model = CountsTraining()
+    with pytest.raises(ValueError, match=message):
+        autoopt.tune(model, blobs, **{**FAST, **settings})
+    assert model.training_calls == 0
+
+
+def test_an_unknown_setting_lists_the_valid_ones(blobs):
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['trials'\].*'n_trials'"):
+        autoopt.tune(mlp(4, 3), blobs, trials=3)
+
+
+def test_a_model_without_trainable_parameters_is_named(blobs):
+    model = mlp(4, 3).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        autoopt.tune(model, blobs, **FAST)
+
+
+def test_a_model_whose_output_does_not_fit_is_named_before_training(blobs):
+    model = CountsTraining(outputs=2)
+    with pytest.raises(ValueError, match="3 classes"):
+        autoopt.tune(model, blobs, **FAST)
+    assert model.training_calls == 0
+
+
+def test_a_study_resumes_from_its_storage_with_a_total_budget(blobs, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = dict(optimizers=["adam", "sgd"], storage=storage, study_name="resume", reevaluate_top=0, **FAST)
+    first = autoopt.tune(mlp(4, 3), blobs, n_trials=3, **common)
+    second = autoopt.tune(mlp(4, 3), blobs, n_trials=5, **common)
+    assert len(first.trials) == 3 and len(second.trials) == 5
+    assert second.trials["number"].tolist()[:3] == first.trials["number"].tolist()
+    assert second.trials["final_val_loss"].tolist()[:3] == first.trials["final_val_loss"].tolist()
+    rebuilt = autoopt.load_report("resume", storage)
+    assert rebuilt.trials["final_val_loss"].tolist() == second.trials["final_val_loss"].tolist()
+
+
+def test_parallel_trials_each_land_once(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], n_trials=6, n_jobs=2,
+                          reevaluate_top=1, seeds=2, **FAST)
+    numbers = report.trials["number"].tolist()
+    assert len(numbers) == len(set(numbers)) == 7
+
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_available() -> bool:
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(POSTGRES).connect():
+            return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _postgres_available(), reason="no PostgreSQL server on 127.0.0.1:5432 (or no psycopg)")
+def test_an_rdb_storage_shared_by_workers_holds_every_trial(blobs):
+    name = f"autoopt-test-{uuid.uuid4().hex[:8]}"
+    common = dict(optimizers=["adam", "sgd"], storage=POSTGRES, study_name=name, reevaluate_top=0, **FAST)
+    try:
+        autoopt.tune(mlp(4, 3), blobs, n_trials=2, **common)  # one worker
+        report = autoopt.tune(mlp(4, 3), blobs, n_trials=4, **common)  # another joins the same study
+        assert len(report.trials) == 4
+        assert len(optuna.load_study(study_name=name, storage=POSTGRES).trials) == 4
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
