@@ -42,6 +42,7 @@ class StudyConfig:
     batch_size: int = 64
     n_trials: int | None = None  # search trials (re-evaluations come on top); None and no timeout: 30
     timeout: float | None = None  # seconds for the search
+    budget: float | None = None  # in training-run equivalents (all epochs spent / epochs), re-runs included
     policy: Policy = "default"
     tolerance: float = 0.01  # "as good as the best" for the default policy
     memory_budget: int | None = None  # bytes for params + grads + optimizer state
@@ -49,9 +50,12 @@ class StudyConfig:
     seeds: int = 3  # seeds each of those is trained on in all (the search's seed included)
     seed: int = 0
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "successive_halving"
     space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
-    enqueue_defaults: bool = True  # try each optimizer's known-good defaults first
+    enqueue_defaults: bool = True  # screen each optimizer's known-good defaults first, at low fidelity
+    screen_epochs: int | None = None  # epochs of a screening trial; None: a tenth of epochs (at least 1)
+    eliminate: bool = True  # drop optimizers whose screening run is clearly dominated
+    lr_range_test: bool = False  # narrow each optimizer's lr range by a short range test first
     n_jobs: int = 1
     val_fraction: float = 0.2
     divergence_factor: float = 4.0
@@ -77,6 +81,15 @@ class StudyConfig:
             _positive_int("n_trials", self.n_trials)
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds but got {self.timeout!r}.")
+        if self.budget is not None:
+            if not (isinstance(self.budget, (int, float)) and self.budget > 0):
+                raise ValueError(f"budget must be a positive number of training-run equivalents but got {self.budget!r}.")
+            if self.budget <= self.reevaluation_cost:
+                raise ValueError(
+                    f"budget={self.budget} training runs cannot cover re-evaluating the top {self.reevaluate_top} "
+                    f"on {self.seeds - 1} extra seed(s) ({self.reevaluation_cost} runs) and leave room to search; "
+                    "raise the budget or lower reevaluate_top / seeds."
+                )
         if not isinstance(self.reevaluate_top, int) or self.reevaluate_top < 0:
             raise ValueError(f"reevaluate_top must be 0 or a positive integer but got {self.reevaluate_top!r}.")
         if not 0 <= self.tolerance < 1:
@@ -94,10 +107,22 @@ class StudyConfig:
 
     @property
     def trial_budget(self) -> int | None:
-        """Search trials to run: n_trials, or 30 when neither n_trials nor timeout is given."""
-        if self.n_trials is None and self.timeout is None:
+        """Search trials to run: n_trials, or 30 when no n_trials, timeout or budget is given."""
+        if self.n_trials is None and self.timeout is None and self.budget is None:
             return 30
         return self.n_trials
+
+    @property
+    def reevaluation_cost(self) -> int:
+        """Training runs the re-evaluation of the top configurations takes, at most."""
+        return self.reevaluate_top * (self.seeds - 1)
+
+    @property
+    def search_epochs(self) -> float | None:
+        """Epochs the search may spend before the re-evaluation, when a budget is set."""
+        if self.budget is None:
+            return None
+        return (self.budget - self.reevaluation_cost) * self.epochs
 
     def as_params(self) -> dict[str, Any]:
         """Flat values for logging (MLflow params)."""

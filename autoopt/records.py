@@ -10,8 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Every way a trial can end. ``completed`` and ``pruned`` trials trained normally; the rest did not.
-OUTCOMES = ("completed", "pruned", "diverged", "oom", "infeasible", "failed", "interrupted")
+#: Every way a trial can end. ``completed`` and ``pruned`` trials trained normally; the rest did not
+#: (``eliminated``: its optimizer was dropped as clearly dominated, so it was never trained).
+OUTCOMES = ("completed", "pruned", "diverged", "oom", "infeasible", "eliminated", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -117,5 +118,5 @@ class TrialRecord:
     candidate: Candidate
     family: str
     seed: int
-    purpose: str  # "search" (sampled), "default" (enqueued known-good settings) or "reevaluation"
+    purpose: str  # "search" (sampled), "screen" (defaults at low fidelity), "reevaluation" or "skipped"
     measurement: Measurement

@@ -27,8 +27,15 @@ class Report:
     trials: pd.DataFrame
     study: optuna.Study
     config: Any = None
+    epochs_spent: float = 0.0  # every training epoch of the study: trials, re-runs and range tests
     tracking_uri: str | None = None  # where MLflow recorded the study, if it did
     parent_run_id: str | None = None
+
+    @property
+    def cost(self) -> float:
+        """What the study cost in training-run equivalents (epochs spent / epochs of one run)."""
+        epochs = getattr(self.config, "epochs", None)
+        return self.epochs_spent / epochs if epochs else float("nan")
 
     @property
     def by_optimizer(self) -> pd.DataFrame:

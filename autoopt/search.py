@@ -25,7 +25,7 @@ from .training import TrainingInterrupted
 RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("successive_halving", "hyperband", "median", "none")
 SPACES = ("full", "lr")
 
 
@@ -43,6 +43,10 @@ def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.s
 def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
     if isinstance(kind, optuna.pruners.BasePruner):
         return kind
+    if kind == "successive_halving":
+        # Asynchronous SH: a trial goes past epoch 1, 3, 9 ... only while it is among the best third
+        # at that epoch (the best so far while few trials have reached it).
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if kind == "median":
@@ -110,9 +114,20 @@ def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, spac
 
 
 def make_objective(
-    specs: Sequence[OptimizerSpec], run_trial: RunTrial, seed: int, space: str
+    specs: Sequence[OptimizerSpec],
+    run_trial: RunTrial,
+    seed: int,
+    space: str,
+    *,
+    screen_epochs: int = 1,
+    eliminated: frozenset[str] = frozenset(),
+    epoch_limit: float | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective: sample, train through ``run_trial``, store, and map the outcome."""
+    """The Optuna objective: sample, train through ``run_trial``, store, and map the outcome.
+
+    ``screen`` trials stop after ``screen_epochs`` (a low-fidelity look at each optimizer); sampled
+    trials of an ``eliminated`` optimizer end at once, untrained, as pruned, which TPE counts as worst.
+    """
 
     def objective(trial: optuna.Trial) -> float:
         purpose = str(trial.user_attrs.get("purpose", "search"))
@@ -121,6 +136,9 @@ def make_objective(
         trial.set_user_attr("purpose", purpose)
         trial.set_user_attr("seed", trial_seed)
         trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
+        if purpose == "search" and candidate.optimizer in eliminated:
+            trial.set_user_attr("measurement", Measurement("eliminated").to_dict())
+            raise optuna.TrialPruned()
 
         def should_stop(record: EpochRecord) -> bool:
             if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
@@ -128,6 +146,10 @@ def make_objective(
             if not math.isfinite(record.val_loss):
                 return True  # diverged: the training loop records it as such
             trial.report(record.val_loss, record.epoch)
+            if purpose == "screen" and record.epoch >= screen_epochs:
+                return True
+            if epoch_limit is not None and spent(trial.study) + record.epoch >= epoch_limit:
+                return True  # the budget is spent: stop here rather than overrun it
             return trial.should_prune()
 
         try:
@@ -165,9 +187,9 @@ def run(
     n_trials: int | None,
     timeout: float | None,
     n_jobs: int,
-    progress: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    epoch_limit: float | None = None,
 ) -> None:
-    """Run trials; exceptions of a trial are recorded as FAIL and the study goes on."""
+    """Run trials until n_trials, timeout or the epoch limit; a trial's exception is a FAIL, not a crash."""
     if n_trials is not None and n_trials <= 0:
         return
     study.optimize(
@@ -176,16 +198,48 @@ def run(
         timeout=timeout,
         n_jobs=n_jobs,
         catch=(Exception,),
-        callbacks=[progress] if progress else None,
+        callbacks=[stop_after_epochs(epoch_limit)] if epoch_limit is not None else None,
     )
 
 
-def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "default")) -> int:
+def spent(study: optuna.Study) -> float:
+    """Epochs spent so far by finished trials and range tests."""
+    return epochs_spent(study) + range_test_epochs(study)
+
+
+def epochs_spent(study: optuna.Study) -> int:
+    """Training epochs of every trial that has ended so far (pruned and diverged ones included)."""
+    return sum(len(t.user_attrs["measurement"].get("epochs", []))
+               for t in study.get_trials(deepcopy=False) if "measurement" in t.user_attrs)
+
+
+def stop_after_epochs(limit: float) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback that stops the study once its trials have spent ``limit`` epochs."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if spent(study) >= limit:
+            study.stop()
+
+    return callback
+
+
+def completed_trials(study: optuna.Study) -> int:
+    """Trials that trained for their whole budget (diverged ones report COMPLETE with a penalty)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.user_attrs.get("measurement", {}).get("outcome") == "completed")
+
+
+def waiting_trials(study: optuna.Study) -> int:
+    """Enqueued trials not started yet."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "screen")) -> int:
     """Trials of these purposes that ended (interrupted ones excepted): the budget already spent."""
     count = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         outcome = t.user_attrs.get("measurement", {}).get("outcome")
-        if t.user_attrs.get("purpose", "search") in purposes and outcome != "interrupted":
+        if t.user_attrs.get("purpose", "search") in purposes and outcome not in ("interrupted", "eliminated"):
             count += 1
     return count
 
@@ -209,6 +263,20 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
             )
         )
     return records
+
+
+def load_range_tests(study: optuna.Study) -> dict[str, dict[str, Any]] | None:
+    """Range tests stored with the study (so a resumed study narrows its ranges the same way)."""
+    return study.user_attrs.get("range_tests")
+
+
+def save_range_tests(study: optuna.Study, tests: dict[str, dict[str, Any]], epochs: float) -> None:
+    study.set_user_attr("range_tests", tests)
+    study.set_user_attr("range_test_epochs", epochs)
+
+
+def range_test_epochs(study: optuna.Study) -> float:
+    return float(study.user_attrs.get("range_test_epochs", 0.0))
 
 
 def quiet_optuna() -> int:

@@ -9,7 +9,6 @@ weigh loss, speed and memory by the policy -> Report.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -20,15 +19,15 @@ from . import search
 from .config import StudyConfig
 from .data import prepare_data
 from .device import select_device
-from .progress import ProgressBar
 from .recommend import format_bytes, recommend
-from .records import Candidate, EpochRecord, Measurement, TrialRecord
+from .records import Candidate, Measurement, TrialRecord
 from .registry import OptimizerSpec, resolve_specs
 from .report import Report
 from .results import trials_table
 from .task import LossFn, infer_task
 from .tracking import Tracker, make_tracker
-from .training import TrainingInterrupted, TrainingSetup, train_candidate
+from .strategy import run_strategy
+from .training import TrainingSetup
 
 
 def tune(
@@ -78,7 +77,7 @@ def tune(
                                     pruner=config.pruner, seed=config.seed, epochs=config.epochs)
         for record in infeasible:
             tracker.end_trial(record)
-        _search(study, specs, setup, config, tracker)
+        range_epochs = run_strategy(study, specs, setup, config, tracker)
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records)
         if not (trials["outcome"] == "completed").any():
@@ -98,6 +97,7 @@ def tune(
         search.restore_optuna_verbosity(level)
         tracker.close(status)
     return Report(recommendation, trials, study, config,
+                  epochs_spent=float(trials["epochs"].sum()) + range_epochs,
                   tracking_uri=getattr(tracker, "tracking_uri", None),
                   parent_run_id=getattr(tracker, "parent_run_id", None))
 
@@ -139,73 +139,6 @@ def _check_memory(
         for s in specs if s not in feasible
     ]
     return feasible, infeasible
-
-
-def _search(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
-            tracker: Tracker) -> None:
-    """The sampled search, then the re-evaluation of the best configurations on extra seeds."""
-    by_name = {s.name: s for s in specs}
-    first_run = len(study.trials) == 0
-    if first_run and config.enqueue_defaults:
-        for spec in specs:
-            search.enqueue(study, Candidate(spec.name, dict(spec.defaults)), spec, config.space, "default", config.seed)
-
-    budget = config.trial_budget
-    remaining = None if budget is None else max(budget - search.finished_trials(study), 0)
-    extra_seeds = [config.seed + i for i in range(1, config.seeds)]
-    progress = ProgressBar((remaining or 0) + config.reevaluate_top * len(extra_seeds) if budget else None,
-                           config.verbose)
-
-    def run_trial(number: int, candidate: Candidate, seed: int, purpose: str,
-                  should_stop: Callable[[EpochRecord], bool]) -> Measurement:
-        spec = by_name[candidate.optimizer]
-        tracker.start_trial(number, candidate, spec.family, seed, purpose)
-
-        def on_epoch(record: EpochRecord) -> bool:
-            tracker.log_epoch(number, record)
-            return should_stop(record)
-
-        try:
-            measurement = train_candidate(setup, spec, candidate, seed, on_epoch)
-        except TrainingInterrupted as exc:
-            tracker.end_trial(TrialRecord(number, candidate, spec.family, seed, purpose, exc.measurement))
-            raise
-        except Exception as exc:
-            failed = Measurement("failed", error=f"{type(exc).__name__}: {exc}")
-            tracker.end_trial(TrialRecord(number, candidate, spec.family, seed, purpose, failed))
-            progress.update(TrialRecord(number, candidate, spec.family, seed, purpose, failed))
-            raise
-        record = TrialRecord(number, candidate, spec.family, seed, purpose, measurement)
-        tracker.end_trial(record)
-        progress.update(record)
-        return measurement
-
-    objective = search.make_objective(specs, run_trial, config.seed, config.space)
-    try:
-        if remaining is None or remaining > 0:
-            search.run(study, objective, n_trials=remaining, timeout=config.timeout, n_jobs=config.n_jobs)
-        if extra_seeds and config.reevaluate_top:
-            queued = _enqueue_reevaluations(study, by_name, config, extra_seeds)
-            search.run(study, objective, n_trials=queued, timeout=None, n_jobs=config.n_jobs)
-    finally:
-        progress.close()
-
-
-def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config: StudyConfig,
-                           extra_seeds: list[int]) -> int:
-    """Queue the top configurations on the seeds they have not been trained on yet."""
-    table = trials_table(search.read_records(study, list(by_name.values())))
-    done = table[(table["outcome"] == "completed") & table["purpose"].isin(("search", "default"))]
-    top = done.sort_values("final_val_loss").drop_duplicates("config").head(config.reevaluate_top)
-    seen = set(zip(table["config"], table["seed"]))
-    queued = 0
-    for _, row in top.iterrows():
-        candidate = Candidate(row["optimizer"], dict(row["params"]))
-        for seed in extra_seeds:
-            if (row["config"], seed) not in seen:
-                search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed)
-                queued += 1
-    return queued
 
 
 def _study_params(config: StudyConfig, split: Any, task_kind: str, device: torch.device) -> dict[str, Any]:

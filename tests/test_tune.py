@@ -27,7 +27,7 @@ def test_tune_recommends_a_buildable_optimizer_and_keeps_the_users_weights(blobs
     optimizer = rec.build(model.parameters())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(rec.params["lr"])
     trials = report.trials
-    assert set(trials["purpose"]) == {"default", "search", "reevaluation"}
+    assert set(trials["purpose"]) == {"screen", "search", "reevaluation"}
     assert (trials["purpose"] != "reevaluation").sum() == 5  # the search budget; re-runs come on top
     assert sorted(report.by_optimizer["optimizer"]) == sorted(set(trials.loc[trials.outcome == "completed", "optimizer"]))
     assert trials["optimizer_state_bytes"].ge(0).all() and trials["seconds"].gt(0).all()

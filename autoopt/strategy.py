@@ -1,0 +1,172 @@
+"""The search strategy: what a study spends its training on, in order.
+
+1. Optionally, a learning-rate range test per optimizer narrows its learning-rate range.
+2. Each optimizer's known-good defaults are tried first (enqueued), so every family is measured once.
+3. The sampled search (TPE with a multi-fidelity pruner) runs until its trial count, its timeout or
+   its share of the budget (in training-run equivalents) is spent.
+4. The best few configurations are retrained on extra seeds, so a lucky seed cannot win and a
+   configuration that diverges on a seed it was not searched with is caught.
+
+Every step records its cost where a resumed study finds it: trials in Optuna's storage, range tests
+in the study's user attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import search
+from .config import StudyConfig
+from .lr_range import RangeTest, run_range_test
+from .progress import ProgressBar
+from .records import Candidate, EpochRecord, Measurement, TrialRecord
+from .registry import OptimizerSpec
+from .results import trials_table
+from .tracking import Tracker
+from .training import TrainingInterrupted, TrainingSetup, train_candidate
+
+#: Range-test length: one epoch of steps, within these bounds.
+RANGE_TEST_STEPS = (30, 100)
+#: An optimizer whose screening gain is below this fraction of the best gain is clearly dominated.
+ELIMINATE_BELOW = 0.25
+
+
+def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
+                 tracker: Tracker) -> float:
+    """Run the whole search on ``study``; returns the epochs spent on range tests."""
+    if config.lr_range_test:
+        specs = _narrow_by_range_tests(study, specs, setup, config)
+    by_name = {s.name: s for s in specs}
+    if len(study.trials) == 0 and config.enqueue_defaults:
+        for spec in specs:
+            search.enqueue(study, Candidate(spec.name, dict(spec.defaults)), spec, config.space, "screen", config.seed)
+
+    extra_seeds = [config.seed + i for i in range(1, config.seeds)]
+    progress = ProgressBar(
+        None if config.trial_budget is None else config.trial_budget + config.reevaluation_cost, config.verbose)
+    runner = _trial_runner(by_name, setup, tracker, progress)
+    screen_epochs = config.screen_epochs or max(1, config.epochs // 10)
+
+    def objective(eliminated: frozenset[str] = frozenset(), limit: float | None = None) -> Any:
+        return search.make_objective(specs, runner, config.seed, config.space,
+                                     screen_epochs=screen_epochs, eliminated=eliminated, epoch_limit=limit)
+
+    try:
+        limit = config.search_epochs
+        search.run(study, objective(), n_trials=search.waiting_trials(study), timeout=None, n_jobs=config.n_jobs)
+        eliminated = _dominated(study, specs, screen_epochs) if config.eliminate else frozenset()
+        trial_budget = config.trial_budget
+        remaining = None if trial_budget is None else max(trial_budget - search.finished_trials(study), 0)
+        if not search.completed_trials(study):
+            # promote the best screened configuration to a full run, so at least one trial completes
+            best = _best_screened(study, specs, screen_epochs)
+            if best is not None:
+                search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed)
+                remaining = None if remaining is None else max(remaining, 1)
+        if remaining is None and config.timeout is None:
+            remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
+        if limit is None or search.spent(study) < limit:
+            search.run(study, objective(eliminated, limit), n_trials=remaining, timeout=config.timeout,
+                       n_jobs=config.n_jobs, epoch_limit=limit)
+        if extra_seeds and config.reevaluate_top:
+            queued = _enqueue_reevaluations(study, by_name, config, extra_seeds)
+            search.run(study, objective(eliminated), n_trials=queued, timeout=None, n_jobs=config.n_jobs)
+    finally:
+        progress.close()
+    return search.range_test_epochs(study)
+
+
+def _screen_losses(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> list[tuple[float, float, Candidate]]:
+    """(initial loss, loss at the screening epoch, candidate) of every screening run that trained cleanly."""
+    out = []
+    for record in search.read_records(study, specs):
+        m = record.measurement
+        if record.purpose == "screen" and len(m.epochs) >= screen_epochs and m.outcome != "diverged":
+            out.append((m.initial_val_loss, m.epochs[screen_epochs - 1].val_loss, record.candidate))
+    return out
+
+
+def _best_screened(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> Candidate | None:
+    screened = _screen_losses(study, specs, screen_epochs)
+    return min(screened, key=lambda item: item[1])[2] if screened else None
+
+
+def _dominated(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> frozenset[str]:
+    """Optimizers whose screening run improved the loss by less than ELIMINATE_BELOW of the best one.
+
+    Only optimizers that trained cleanly in screening are judged; one that diverged at its default
+    learning rate says nothing yet about its other rates.
+    """
+    improvement = {c.optimizer: initial - loss for initial, loss, c in _screen_losses(study, specs, screen_epochs)}
+    if len(improvement) < 2 or max(improvement.values()) <= 0:
+        return frozenset()
+    best = max(improvement.values())
+    return frozenset(name for name, gain in improvement.items() if gain < ELIMINATE_BELOW * best)
+
+
+def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracker: Tracker,
+                  progress: ProgressBar) -> search.RunTrial:
+    """Train one candidate with the tracker and the progress bar told about it."""
+
+    def run_trial(number: int, candidate: Candidate, seed: int, purpose: str,
+                  should_stop: Callable[[EpochRecord], bool]) -> Measurement:
+        spec = by_name[candidate.optimizer]
+        tracker.start_trial(number, candidate, spec.family, seed, purpose)
+
+        def on_epoch(record: EpochRecord) -> bool:
+            tracker.log_epoch(number, record)
+            return should_stop(record)
+
+        try:
+            measurement = train_candidate(setup, spec, candidate, seed, on_epoch)
+        except TrainingInterrupted as exc:
+            tracker.end_trial(TrialRecord(number, candidate, spec.family, seed, purpose, exc.measurement))
+            raise
+        except Exception as exc:
+            measurement = Measurement("failed", error=f"{type(exc).__name__}: {exc}")
+            record = TrialRecord(number, candidate, spec.family, seed, purpose, measurement)
+            tracker.end_trial(record)
+            progress.update(record)
+            raise
+        record = TrialRecord(number, candidate, spec.family, seed, purpose, measurement)
+        tracker.end_trial(record)
+        progress.update(record)
+        return measurement
+
+    return run_trial
+
+
+def _narrow_by_range_tests(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup,
+                           config: StudyConfig) -> list[OptimizerSpec]:
+    """Each spec with its lr range narrowed by a range test (run once, stored with the study)."""
+    stored = search.load_range_tests(study)
+    if stored is None:
+        steps_per_epoch = max(1, -(-len(setup.split.train) // setup.batch_size))
+        steps = min(max(steps_per_epoch, RANGE_TEST_STEPS[0]), RANGE_TEST_STEPS[1])
+        tests = {s.name: run_range_test(setup, s, config.seed, steps) for s in specs}
+        stored = {name: {"lrs": t.lrs, "losses": t.losses, "steps": t.steps} for name, t in tests.items()}
+        search.save_range_tests(study, stored, sum(t.steps for t in tests.values()) / steps_per_epoch)
+    narrowed = []
+    for spec in specs:
+        entry = stored.get(spec.name)
+        test = RangeTest(spec.name, entry["lrs"], entry["losses"], entry["steps"]) if entry else None
+        narrowed.append(test.narrowed(spec) if test else spec)
+    return narrowed
+
+
+def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config: StudyConfig,
+                           extra_seeds: list[int]) -> int:
+    """Queue the top configurations on the seeds they have not been trained on yet."""
+    table = trials_table(search.read_records(study, list(by_name.values())))
+    done = table[(table["outcome"] == "completed") & (table["purpose"] == "search")]
+    top = done.sort_values("final_val_loss").drop_duplicates("config").head(config.reevaluate_top)
+    seen = set(zip(table["config"], table["seed"]))
+    queued = 0
+    for _, row in top.iterrows():
+        candidate = Candidate(row["optimizer"], dict(row["params"]))
+        for seed in extra_seeds:
+            if (row["config"], seed) not in seen:
+                search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed)
+                queued += 1
+    return queued
