@@ -56,7 +56,8 @@ class StudyConfig:
     screen_epochs: int | None = None  # epochs of a screening trial; None: a tenth of epochs (at least 1)
     eliminate: bool = True  # drop optimizers whose screening run is clearly dominated
     lr_range_test: bool = False  # narrow each optimizer's lr range by a short range test first
-    n_jobs: int = 1
+    n_jobs: int = 1  # trials at once
+    parallel: str = "processes"  # n_jobs > 1: forked worker processes sharing the storage, or "threads"
     val_fraction: float = 0.2
     divergence_factor: float = 4.0
     storage: str | None = None
@@ -103,6 +104,7 @@ class StudyConfig:
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("pruner", self.pruner, PRUNERS)
         _one_of("space", self.space, SPACES)
+        _one_of("parallel", self.parallel, ("processes", "threads"))
         check_policy(self.policy)
 
     @property

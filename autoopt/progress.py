@@ -27,5 +27,12 @@ class ProgressBar:
                                           f"val_loss={self._best:.4g}", refresh=False)
             self._bar.update(1)
 
+    def set_count(self, n: int) -> None:
+        """Trials finished elsewhere (worker processes), read back from the storage."""
+        with self._lock:
+            if n != self._bar.n:
+                self._bar.n = n
+                self._bar.refresh()
+
     def close(self) -> None:
         self._bar.close()

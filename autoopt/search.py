@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,6 +28,7 @@ RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], M
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
 SPACES = ("full", "lr")
+PURPOSES = ("screen", "search", "reevaluation")
 
 
 def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
@@ -54,10 +56,19 @@ def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pr
     return optuna.pruners.NopPruner()
 
 
+def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> Any:
+    """An Optuna storage from a URL, a journal file path (process workers) or a storage object."""
+    if isinstance(storage, Path):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+    return storage
+
+
 def create_study(
     *,
     study_name: str | None,
-    storage: str | optuna.storages.BaseStorage | None,
+    storage: str | Path | optuna.storages.BaseStorage | None,
     sampler: str | optuna.samplers.BaseSampler,
     pruner: str | optuna.pruners.BasePruner,
     seed: int,
@@ -66,7 +77,7 @@ def create_study(
     """A new study, or the stored one of the same name (resume)."""
     return optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=open_storage(storage),
         sampler=make_sampler(sampler, seed),
         pruner=make_pruner(pruner, epochs),
         direction="minimize",

@@ -14,6 +14,7 @@ in the study's user attributes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import search
@@ -25,6 +26,7 @@ from .registry import OptimizerSpec
 from .results import trials_table
 from .tracking import Tracker
 from .training import TrainingInterrupted, TrainingSetup, train_candidate
+from .workers import run_forked
 
 #: Range-test length: one epoch of steps, within these bounds.
 RANGE_TEST_STEPS = (30, 100)
@@ -32,8 +34,17 @@ RANGE_TEST_STEPS = (30, 100)
 ELIMINATE_BELOW = 0.25
 
 
+@dataclass
+class Workers:
+    """How to run trials in worker processes: they reopen the storage and start their own tracker."""
+
+    n: int
+    storage: Any  # a URL or a journal file path: something a forked process can reopen
+    new_tracker: Callable[[], Tracker]
+
+
 def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
-                 tracker: Tracker) -> float:
+                 tracker: Tracker, workers: Workers | None = None) -> float:
     """Run the whole search on ``study``; returns the epochs spent on range tests."""
     if config.lr_range_test:
         specs = _narrow_by_range_tests(study, specs, setup, config)
@@ -45,16 +56,45 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     extra_seeds = [config.seed + i for i in range(1, config.seeds)]
     progress = ProgressBar(
         None if config.trial_budget is None else config.trial_budget + config.reevaluation_cost, config.verbose)
-    runner = _trial_runner(by_name, setup, tracker, progress)
     screen_epochs = config.screen_epochs or max(1, config.epochs // 10)
+    finished_before = search.finished_trials(study, purposes=search.PURPOSES)
 
-    def objective(eliminated: frozenset[str] = frozenset(), limit: float | None = None) -> Any:
-        return search.make_objective(specs, runner, config.seed, config.space,
-                                     screen_epochs=screen_epochs, eliminated=eliminated, epoch_limit=limit)
+    def phase(n_trials: int | None, timeout: float | None = None, eliminated: frozenset[str] = frozenset(),
+              limit: float | None = None) -> None:
+        """Run up to ``n_trials`` trials here, or shared among the worker processes."""
+
+        def objective(tracker_: Tracker, progress_: ProgressBar) -> Any:
+            return search.make_objective(specs, _trial_runner(by_name, setup, tracker_, progress_), config.seed,
+                                         config.space, screen_epochs=screen_epochs, eliminated=eliminated,
+                                         epoch_limit=limit)
+
+        if workers is None:
+            search.run(study, objective(tracker, progress), n_trials=n_trials, timeout=timeout,
+                       n_jobs=config.n_jobs, epoch_limit=limit)
+            return
+
+        def work(index: int) -> None:
+            child_tracker = workers.new_tracker()
+            share = None if n_trials is None else n_trials // workers.n + (index < n_trials % workers.n)
+            child = search.create_study(study_name=study.study_name, storage=workers.storage,
+                                        sampler=config.sampler, pruner=config.pruner,
+                                        seed=config.seed + 1 + index, epochs=config.epochs)
+            status = "FINISHED"
+            try:
+                search.run(child, objective(child_tracker, ProgressBar(None, enabled=False)), n_trials=share,
+                           timeout=timeout, n_jobs=1, epoch_limit=limit)
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
+            finally:
+                child_tracker.close(status, end_study=False)
+
+        run_forked(workers.n, work, on_wait=lambda: progress.set_count(
+            search.finished_trials(study, purposes=search.PURPOSES) - finished_before))
 
     try:
         limit = config.search_epochs
-        search.run(study, objective(), n_trials=search.waiting_trials(study), timeout=None, n_jobs=config.n_jobs)
+        phase(search.waiting_trials(study))
         eliminated = _dominated(study, specs, screen_epochs) if config.eliminate else frozenset()
         trial_budget = config.trial_budget
         remaining = None if trial_budget is None else max(trial_budget - search.finished_trials(study), 0)
@@ -67,11 +107,9 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
         if remaining is None and config.timeout is None:
             remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
         if limit is None or search.spent(study) < limit:
-            search.run(study, objective(eliminated, limit), n_trials=remaining, timeout=config.timeout,
-                       n_jobs=config.n_jobs, epoch_limit=limit)
+            phase(remaining, config.timeout, eliminated, limit)
         if extra_seeds and config.reevaluate_top:
-            queued = _enqueue_reevaluations(study, by_name, config, extra_seeds)
-            search.run(study, objective(eliminated), n_trials=queued, timeout=None, n_jobs=config.n_jobs)
+            phase(_enqueue_reevaluations(study, by_name, config, extra_seeds), eliminated=eliminated)
     finally:
         progress.close()
     return search.range_test_epochs(study)

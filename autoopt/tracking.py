@@ -33,8 +33,9 @@ class Tracker(Protocol):
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame) -> None:
         """The recommendation, the results table and the plots, on the parent run."""
 
-    def close(self, status: str = "FINISHED") -> None:
-        """End the parent run: FINISHED, FAILED or KILLED."""
+    def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
+        """Flush; end the parent run with FINISHED, FAILED or KILLED unless ``end_study`` is False
+        (a worker process leaves the study's run to the process that started the study)."""
 
 
 class NullTracker:
@@ -55,7 +56,7 @@ class NullTracker:
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame) -> None:
         pass
 
-    def close(self, status: str = "FINISHED") -> None:
+    def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
         pass
 
 

@@ -26,8 +26,9 @@ from .report import Report
 from .results import trials_table
 from .task import LossFn, infer_task
 from .tracking import Tracker, make_tracker
-from .strategy import run_strategy
+from .strategy import Workers, run_strategy
 from .training import TrainingSetup
+from .workers import can_fork, journal_path
 
 
 def tune(
@@ -69,15 +70,18 @@ def tune(
 
     study_name = config.study_name or f"autoopt-{type(model).__name__.lower()}"
     tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)
-    tracker.start_study(study_name, _study_params(config, split, task.kind, device))
+    study_params = _study_params(config, split, task.kind, device)
+    tracker.start_study(study_name, study_params)
     level = search.quiet_optuna()
     status = "FAILED"
     try:
-        study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
-                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+        workers = _workers(config, study_name, study_params)
+        study = search.create_study(study_name=study_name, storage=workers.storage if workers else config.storage,
+                                    sampler=config.sampler, pruner=config.pruner, seed=config.seed,
+                                    epochs=config.epochs)
         for record in infeasible:
             tracker.end_trial(record)
-        range_epochs = run_strategy(study, specs, setup, config, tracker)
+        range_epochs = run_strategy(study, specs, setup, config, tracker, workers)
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records)
         if not (trials["outcome"] == "completed").any():
@@ -139,6 +143,21 @@ def _check_memory(
         for s in specs if s not in feasible
     ]
     return feasible, infeasible
+
+
+def _workers(config: StudyConfig, study_name: str, params: dict[str, Any]) -> Workers | None:
+    """Worker processes for n_jobs > 1, where the storage can be reopened by a forked process."""
+    if config.n_jobs == 1 or config.parallel != "processes" or not can_fork():
+        return None
+    if config.storage is not None and not isinstance(config.storage, str):
+        return None  # a storage object cannot be reopened in another process: threads it is
+
+    def new_tracker() -> Tracker:
+        tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)
+        tracker.start_study(study_name, params)
+        return tracker
+
+    return Workers(config.n_jobs, config.storage or journal_path(), new_tracker)
 
 
 def _study_params(config: StudyConfig, split: Any, task_kind: str, device: torch.device) -> dict[str, Any]:

@@ -121,11 +121,13 @@ def test_a_study_resumes_from_its_storage_with_a_total_budget(blobs, tmp_path):
     assert rebuilt.trials["final_val_loss"].tolist() == second.trials["final_val_loss"].tolist()
 
 
-def test_parallel_trials_each_land_once(blobs):
+@pytest.mark.parametrize("parallel", ["processes", "threads"])
+def test_parallel_trials_each_land_once(blobs, parallel):
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], n_trials=6, n_jobs=2,
-                          reevaluate_top=1, seeds=2, **FAST)
+                          parallel=parallel, reevaluate_top=1, seeds=2, **FAST)
     numbers = report.trials["number"].tolist()
     assert len(numbers) == len(set(numbers)) == 7
+    assert (report.trials["purpose"] == "reevaluation").sum() == 1
 
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
