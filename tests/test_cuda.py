@@ -1,0 +1,61 @@
+"""CUDA paths: device-resident data, peak-memory measurement, out-of-memory as a result.
+
+CI has no GPU: every test here skips cleanly without one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import autoopt
+from autoopt.data import prepare_data
+from autoopt.records import Candidate
+from autoopt.registry import get_spec
+from autoopt.task import infer_task
+from autoopt.training import TrainingSetup, train_candidate
+from conftest import mlp
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+CUDA = torch.device("cuda")
+
+
+def test_in_memory_data_lives_on_the_device_once(blobs):
+    split = prepare_data(blobs, device=CUDA)
+    assert split.train.X.device.type == "cuda" and split.val.y.device.type == "cuda"
+
+
+def test_peak_memory_is_measured_by_cuda_and_covers_the_state(blobs):
+    model = mlp(4, 3).to(CUDA)
+    split = prepare_data(blobs, device=CUDA)
+    setup = TrainingSetup(model, split, infer_task(model, split), CUDA, 2, 16, seed=0)
+    m = train_candidate(setup, get_spec("adam"), Candidate("adam", {"lr": 1e-2}), seed=0)
+    assert m.outcome == "completed"
+    assert m.peak_memory_bytes >= m.optimizer_state_bytes > 0
+
+
+class Greedy(torch.nn.Module):
+    """Asks for far more memory than any GPU has on the third training step of the study (the
+    counter lives on the class, so it is shared by the copies that trials train)."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        if self.training:
+            Greedy.calls += 1
+            if Greedy.calls == 3:
+                torch.empty(1 << 46, dtype=torch.uint8, device=x.device)  # 64 TiB
+        return self.fc(x)
+
+
+def test_out_of_memory_is_a_result_and_the_study_goes_on(blobs):
+    report = autoopt.tune(Greedy(), blobs, optimizers=["sgd", "adam"], n_trials=3, epochs=2,
+                          reevaluate_top=0, device="cuda", tracking=False, verbose=False)
+    outcomes = report.trials["outcome"].tolist()
+    assert "oom" in outcomes
+    assert torch.cuda.memory_allocated() < 1 << 30  # the failed trial's memory was given back
