@@ -1,0 +1,148 @@
+"""Recipe loading: by name along the search path, by file, by module; errors name what is wrong."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoopt.recipes import PACKAGED_RECIPES, RecipeError, list_recipes, load_recipe, recipe_dirs
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path(monkeypatch):
+    """Loading a module reference may put the current folder on sys.path; keep that to each test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+SHIPPED = ["digits_mlp", "digits_cnn", "breast_cancer", "diabetes", "ill_conditioned", "sequence",
+           "autoencoder", "deep_tanh"]
+
+
+def write_recipe(path: Path, doc: str = "A test recipe.", body: str = "", epochs: int | None = 3,
+                 function: str = "build") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f'"""{doc}', "", "More text that is not the description.", '"""', "import torch", ""]
+    if epochs is not None:
+        lines += [f"EPOCHS = {epochs}", "BATCH_SIZE = 8", ""]
+    lines += [f"def {function}(seed: int = 0):", f"    {body or 'pass'}", "    torch.manual_seed(seed)",
+              "    return torch.nn.Linear(2, 1), (torch.randn(8, 2), torch.randn(8, 1))", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_a_shipped_recipe_loads_by_name_with_its_defaults_and_description():
+    recipe = load_recipe("digits_mlp")
+    assert (recipe.name, recipe.epochs, recipe.batch_size) == ("digits_mlp", 20, 64)
+    assert recipe.description.startswith("Handwritten digits")
+    model, (X, y) = recipe.make(seed=0)
+    assert isinstance(model, torch.nn.Module) and len(X) == len(y)
+
+
+def test_list_recipes_has_every_shipped_recipe_with_its_first_docstring_line():
+    listing = {r.name: r for r in list_recipes()}
+    for name in SHIPPED:
+        if (PACKAGED_RECIPES / f"{name}.py").exists():
+            assert listing[name].description and "\n" not in listing[name].description
+
+
+def test_the_study_files_neighbour_folder_comes_before_cwd_and_the_packaged_recipes(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    write_recipe(project / "recipes" / "digits_mlp.py", doc="Beside the studies.")
+    write_recipe(tmp_path / "recipes" / "digits_mlp.py", doc="In the current folder.")
+    (project / "studies").mkdir()
+    assert load_recipe("digits_mlp", project / "studies").description == "Beside the studies."
+    assert load_recipe("digits_mlp").description == "In the current folder."  # cwd is tmp_path
+    assert recipe_dirs(project / "studies")[:2] == [(project / "recipes").resolve(), (tmp_path / "recipes").resolve()]
+
+
+def test_a_file_reference_is_relative_to_the_study_files_folder(tmp_path):
+    write_recipe(tmp_path / "lib" / "mine.py", function="make_it", epochs=None)
+    (tmp_path / "studies").mkdir()
+    recipe = load_recipe("../lib/mine.py:make_it", tmp_path / "studies")
+    assert (recipe.name, recipe.epochs, recipe.batch_size) == ("mine", None, None)
+    assert recipe.description == "A test recipe."
+    absolute = load_recipe(f"{tmp_path / 'lib' / 'mine.py'}:make_it")
+    assert isinstance(absolute.make()[0], torch.nn.Linear)
+
+
+def test_a_file_reference_without_a_function_uses_build(tmp_path):
+    write_recipe(tmp_path / "r.py")
+    assert load_recipe("r.py", tmp_path).epochs == 3
+
+
+def test_a_module_reference_imports_from_the_current_folder(tmp_path):
+    write_recipe(tmp_path / "my_recipes_pkg" / "models.py", doc="From a package.")
+    (tmp_path / "my_recipes_pkg" / "__init__.py").write_text("")
+    try:
+        recipe = load_recipe("my_recipes_pkg.models:build")
+        assert (recipe.name, recipe.description) == ("models", "From a package.")
+    finally:
+        for name in ("my_recipes_pkg", "my_recipes_pkg.models"):
+            sys.modules.pop(name, None)
+
+
+def test_build_gets_the_seed_only_when_it_takes_one(tmp_path):
+    (tmp_path / "noseed.py").write_text(
+        "import torch\ndef build():\n    return torch.nn.Linear(1, 1), (torch.ones(4, 1), torch.ones(4, 1))\n")
+    assert isinstance(load_recipe("noseed.py", tmp_path).make(seed=5)[0], torch.nn.Linear)
+    write_recipe(tmp_path / "seeded.py")
+    a, b = load_recipe("seeded.py", tmp_path).make(seed=1)[0], load_recipe("seeded.py", tmp_path).make(seed=1)[0]
+    assert torch.equal(a.weight, b.weight)
+
+
+def test_listing_runs_no_recipe_code(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "loud.py").write_text('"""Would exit if run."""\nraise SystemExit(3)\n')
+    (tmp_path / "recipes" / "broken.py").write_text("def (:\n")
+    listing = {r.name: r.description for r in list_recipes()}
+    assert listing["loud"] == "Would exit if run."
+    assert listing["broken"].startswith("(unreadable")
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("no_such_recipe", "unknown recipe 'no_such_recipe'"),
+    ("has space", "is not a recipe name"),
+    ("missing.py:build", "does not exist"),
+    ("no_such_module_xyz:build", "cannot import 'no_such_module_xyz'"),
+    ("", "recipe must be"),
+])
+def test_bad_references_are_recipe_errors(ref, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(ref)
+
+
+def test_unknown_recipe_error_lists_the_known_ones(tmp_path):
+    write_recipe(tmp_path / "recipes" / "alpha.py")
+    with pytest.raises(RecipeError, match=r"known recipes are \[.*'alpha'"):
+        load_recipe("alpha2")
+
+
+def test_missing_function_lists_the_functions_there(tmp_path):
+    write_recipe(tmp_path / "r.py")
+    with pytest.raises(RecipeError, match=r"no function 'make'; its functions are \['build'\]"):
+        load_recipe("r.py:make", tmp_path)
+
+
+def test_a_recipe_that_fails_to_import_or_build_or_returns_the_wrong_thing(tmp_path):
+    (tmp_path / "imp.py").write_text("import torch\n1 / 0\n")
+    with pytest.raises(RecipeError, match="failed to import: ZeroDivisionError"):
+        load_recipe("imp.py", tmp_path)
+    write_recipe(tmp_path / "boom.py", body="raise RuntimeError('no data here')")
+    recipe = load_recipe("boom.py", tmp_path)  # loading builds nothing ...
+    with pytest.raises(RecipeError, match="raised while building: RuntimeError: no data here"):
+        recipe.make()  # ... building does
+    (tmp_path / "wrong.py").write_text("def build():\n    return 3\n")
+    with pytest.raises(RecipeError, match=r"must return \(model, data\)"):
+        load_recipe("wrong.py", tmp_path).make()
+    (tmp_path / "badepochs.py").write_text("EPOCHS = 'ten'\ndef build():\n    pass\n")
+    with pytest.raises(RecipeError, match="EPOCHS must be a positive integer"):
+        load_recipe("badepochs.py", tmp_path)
+
+
+def test_an_edited_recipe_is_read_again(tmp_path):
+    write_recipe(tmp_path / "r.py", doc="First.")
+    assert load_recipe("r.py", tmp_path).description == "First."
+    write_recipe(tmp_path / "r.py", doc="Second.")
+    assert load_recipe("r.py", tmp_path).description == "Second."
