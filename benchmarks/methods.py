@@ -46,30 +46,42 @@ def default_settings() -> dict[str, Any]:
     return {n: getattr(config, n) for n in names if hasattr(config, n)}
 
 
-def ablations() -> list[str]:
-    """One method per mechanism switched away from its current default (read from StudyConfig)."""
-    defaults = default_settings()
+def ablations(base: dict[str, Any] | None = None) -> list[str]:
+    """One method per mechanism switched away from its current default (read from StudyConfig).
+
+    With ``base`` settings, each ablation is ``base`` with one mechanism switched from its value there.
+    """
+    current = {**default_settings(), **(base or {})}
     out = []
     for flag in ("lr_range_test", "enqueue_defaults", "eliminate"):
-        if flag in defaults:
-            out.append(f"autoopt:{flag}={not defaults[flag]}")
-    out += [f"autoopt:pruner={p}" for p in PRUNERS if p != defaults.get("pruner")]
-    if "reevaluate_top" in defaults:
-        out.append(f"autoopt:reevaluate_top={0 if defaults['reevaluate_top'] else 3}")
+        if flag in current:
+            out.append(method_name({**(base or {}), flag: not current[flag]}))
+    out += [method_name({**(base or {}), "pruner": p}) for p in PRUNERS if p != current.get("pruner")]
+    if "reevaluate_top" in current:
+        out.append(method_name({**(base or {}), "reevaluate_top": 0 if current["reevaluate_top"] else 3}))
     return out
 
 
-def expand_methods(names: list[str]) -> list[str]:
-    """Method names with the groups ``ablations`` and ``all`` expanded; each method once."""
+def method_name(settings: dict[str, Any]) -> str:
+    """``autoopt`` with ``settings`` as a method name: ``autoopt:key=value,...`` (``autoopt`` if none)."""
+    return "autoopt" + (":" + ",".join(f"{k}={v}" for k, v in settings.items()) if settings else "")
+
+
+def expand_methods(names: list[str], base: dict[str, Any] | None = None) -> list[str]:
+    """Method names with ``ablations`` and ``all`` expanded and ``base`` put into every autoopt method.
+
+    ``base`` settings come first in a name and an autoopt method's own settings override them, so
+    ``autoopt:pruner=none`` with base ``{"reevaluate_top": 1}`` is ``autoopt:reevaluate_top=1,pruner=none``.
+    """
     out: list[str] = []
     for name in names:
         if name == "all":
-            out += ["autoopt", *ablations(), *PLAIN_METHODS]
+            out += [method_name(dict(base or {})), *ablations(base), *PLAIN_METHODS]
         elif name == "ablations":
-            out += ablations()
+            out += ablations(base)
         else:
-            parse_method(name)  # a bad name is an error before anything trains
-            out.append(name)
+            kind, settings = parse_method(name)  # a bad name is an error before anything trains
+            out.append(method_name({**(base or {}), **settings}) if kind == "autoopt" else name)
     return list(dict.fromkeys(out))
 
 
@@ -95,14 +107,13 @@ def parse_method(name: str) -> tuple[str, dict[str, Any]]:
     return "autoopt", overrides
 
 
-def run_method(problem_name: str, method: str, sampler_seed: int, budget: float,
-               base: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_method(problem_name: str, method: str, sampler_seed: int, budget: float) -> dict[str, Any]:
     """Run ``method`` once on the problem with ``sampler_seed``; never raises (errors are recorded)."""
     kind, overrides = parse_method(method)
     start = time.perf_counter()
     try:
         if kind == "autoopt":
-            result = _run_autoopt(problem_name, sampler_seed, budget, {**(base or {}), **overrides})
+            result = _run_autoopt(problem_name, sampler_seed, budget, overrides)
         else:
             result = _run_plain(problem_name, kind, sampler_seed, budget)
     except Exception as exc:  # a method that cannot run is a result too (e.g. a budget it refuses)

@@ -83,8 +83,12 @@ def grid_jobs(name: str) -> list[Job]:
     return [(name, opt, grid_params(opt, lr), seed) for opt in OPTIMIZERS for lr in GRID_LRS for seed in GRID_SEEDS]
 
 
-def make_grid(name: str, results: list[dict[str, Any]], wall_seconds: float, jobs: int) -> dict[str, Any]:
-    """The grid record from the results of ``grid_jobs(name)`` (same order); saved to its cache."""
+def make_grid(name: str, results: list[dict[str, Any]], wall_seconds: float, jobs: int,
+              version: dict[str, Any]) -> dict[str, Any]:
+    """The grid record from the results of ``grid_jobs(name)`` (same order); saved to its cache.
+
+    ``version`` is ``evaluation_version(name)`` taken before the runs started (the code they used).
+    """
     problem = load_problem(name)
     runs = [{"optimizer": opt, "lr": params["lr"], "seed": seed, **result}
             for (_, opt, params, seed), result in zip(grid_jobs(name), results)]
@@ -101,7 +105,7 @@ def make_grid(name: str, results: list[dict[str, Any]], wall_seconds: float, job
     best = min(good, key=lambda c: c["mean_val_loss"])
     grid = {
         "problem": name,
-        "version": evaluation_version(name),
+        "version": version,
         "created": _now(),
         "epochs": problem.epochs,
         "batch_size": problem.batch_size,

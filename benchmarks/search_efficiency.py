@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from methods import default_settings, expand_methods, run_method  # noqa: E402
 from problems import (HELD_OUT_SEEDS, OPTIMIZERS, PROBLEMS, RESULTS, autoopt_version, evaluate,  # noqa: E402
-                      load_problem, set_single_thread)
+                      evaluation_version, load_problem, set_single_thread)
 from reference import (HeldOutCache, cached_grid, grid_jobs, grid_table, make_grid, score,  # noqa: E402
                        stale_reason)
 
@@ -100,13 +100,17 @@ def reference_grids(problems: list[str], jobs: int) -> tuple[dict[str, dict[str,
             print(f"grid {name}: computing ({stale_reason(name)})")
             missing.append(name)
     start = time.perf_counter()
+    versions = {name: evaluation_version(name) for name in missing}  # the code the runs below use
     calls = [job for name in missing for job in grid_jobs(name)]
     results = run_jobs(evaluate, calls, jobs, "grid runs") if calls else []
     wall = time.perf_counter() - start
     for name in missing:
+        if evaluation_version(name)["sha256"] != versions[name]["sha256"]:
+            print(f"WARNING: the evaluation code of {name} changed while its grid ran; the cache is tagged with "
+                  "the version at the start and will be recomputed next time.")
         mine = [r for (p, *_), r in zip(calls, results) if p == name]
         share = wall * len(mine) / max(len(calls), 1)  # the pool mixes problems: wall time split by runs
-        grids[name] = {**make_grid(name, mine, share, jobs), "cached": False}
+        grids[name] = {**make_grid(name, mine, share, jobs, versions[name]), "cached": False}
     for name in problems:
         best = grids[name]["best"]
         print(f"\n{name}: mean final val loss over seeds 0-1 ('div' = diverged on a seed); "
@@ -117,9 +121,9 @@ def reference_grids(problems: list[str], jobs: int) -> tuple[dict[str, dict[str,
                    "cached": [n for n in problems if n not in missing]}
 
 
-def search_runs(problems: list[str], methods: list[str], seeds: list[int], budget: float, jobs: int,
-                base: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
-    calls = [(p, m, s, budget, base) for p in problems for m in methods for s in seeds]
+def search_runs(problems: list[str], methods: list[str], seeds: list[int], budget: float,
+                jobs: int) -> tuple[list[dict[str, Any]], float]:
+    calls = [(p, m, s, budget) for p in problems for m in methods for s in seeds]
 
     def show(call: tuple, run: dict[str, Any]) -> None:
         rec = run["recommendation"]
@@ -369,7 +373,8 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampler-seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
     parser.add_argument("--budget", type=float, default=5.0, help="TRE per search (default: 5)")
     parser.add_argument("--base", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="settings added to every autoopt method (e.g. reevaluate_top=1)")
+                        help="settings put into every autoopt method and its name, ablations switch one "
+                             "mechanism from there (e.g. --base reevaluate_top=2 seeds=2)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_PROBLEM}, seed 0, methods {' '.join(QUICK_METHODS)}; "
                              "writes results/quick/")
@@ -394,8 +399,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    methods = expand_methods(args.methods)
     base = dict(parse_base(args.base))
+    methods = expand_methods(args.methods, base)
     for name in args.problems:
         load_problem(name)  # a bad recipe name fails here, before anything trains
     version_start = autoopt_version()
@@ -414,7 +419,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     grids, grid_timing = reference_grids(args.problems, args.jobs)
     print(f"\nsearches: {len(args.problems) * len(methods) * len(args.sampler_seeds)} runs")
-    runs, search_wall = search_runs(args.problems, methods, args.sampler_seeds, args.budget, args.jobs, base) \
+    runs, search_wall = search_runs(args.problems, methods, args.sampler_seeds, args.budget, args.jobs) \
         if methods else ([], 0.0)
     current = {(r["problem"], r["method"], r["sampler_seed"]) for r in runs}
     json_path = args.out / "search_efficiency.json"
