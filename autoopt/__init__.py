@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from . import config
 from .config import StudyConfig
 from .data import prepare_data
 from .device import select_device

@@ -14,6 +14,10 @@ from .recommend import Policy, check_policy
 from .registry import resolve_specs
 from .search import PRUNERS, SAMPLERS, SPACES
 
+#: Training-run equivalents a study spends when neither n_trials, timeout nor budget is given: the
+#: search-efficiency benchmark's target cost (benchmarks/search_efficiency.py).
+DEFAULT_BUDGET = 5.0
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -40,14 +44,15 @@ class StudyConfig:
     optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
     epochs: int = 10  # training budget of one trial
     batch_size: int = 64
-    n_trials: int | None = None  # search trials (re-evaluations come on top); None and no timeout: 30
+    n_trials: int | None = None  # search trials (re-evaluations come on top)
     timeout: float | None = None  # seconds for the search
-    budget: float | None = None  # in training-run equivalents (all epochs spent / epochs), re-runs included
+    budget: float | None = None  # training-run equivalents (all epochs spent / epochs), re-runs included;
+    # with none of n_trials, timeout and budget given, the budget is DEFAULT_BUDGET
     policy: Policy = "default"
     tolerance: float = 0.01  # "as good as the best" for the default policy
     memory_budget: int | None = None  # bytes for params + grads + optimizer state
-    reevaluate_top: int = 3  # configurations retrained on extra seeds before recommending
-    seeds: int = 3  # seeds each of those is trained on in all (the search's seed included)
+    reevaluate_top: int = 2  # configurations (the best of as many optimizers) retrained on extra seeds
+    seeds: int = 2  # seeds each of those is trained on in all (the search's seed included)
     seed: int = 0
     sampler: str = "tpe"
     pruner: str = "successive_halving"
@@ -82,12 +87,12 @@ class StudyConfig:
             _positive_int("n_trials", self.n_trials)
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds but got {self.timeout!r}.")
-        if self.budget is not None:
-            if not (isinstance(self.budget, (int, float)) and self.budget > 0):
-                raise ValueError(f"budget must be a positive number of training-run equivalents but got {self.budget!r}.")
-            if self.budget <= self.reevaluation_cost:
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and self.budget > 0):
+            raise ValueError(f"budget must be a positive number of training-run equivalents but got {self.budget!r}.")
+        if self.total_budget is not None:
+            if self.total_budget <= self.reevaluation_cost:
                 raise ValueError(
-                    f"budget={self.budget} training runs cannot cover re-evaluating the top {self.reevaluate_top} "
+                    f"budget={self.total_budget} training runs cannot cover re-evaluating the top {self.reevaluate_top} "
                     f"on {self.seeds - 1} extra seed(s) ({self.reevaluation_cost} runs) and leave room to search; "
                     "raise the budget or lower reevaluate_top / seeds."
                 )
@@ -109,10 +114,15 @@ class StudyConfig:
 
     @property
     def trial_budget(self) -> int | None:
-        """Search trials to run: n_trials, or 30 when no n_trials, timeout or budget is given."""
-        if self.n_trials is None and self.timeout is None and self.budget is None:
-            return 30
+        """Search trials to run (None: until the budget or the timeout stops the search)."""
         return self.n_trials
+
+    @property
+    def total_budget(self) -> float | None:
+        """The budget in training-run equivalents: given, or DEFAULT_BUDGET when nothing else bounds the study."""
+        if self.budget is None and self.n_trials is None and self.timeout is None:
+            return DEFAULT_BUDGET
+        return self.budget
 
     @property
     def reevaluation_cost(self) -> int:
@@ -122,9 +132,9 @@ class StudyConfig:
     @property
     def search_epochs(self) -> float | None:
         """Epochs the search may spend before the re-evaluation, when a budget is set."""
-        if self.budget is None:
+        if self.total_budget is None:
             return None
-        return (self.budget - self.reevaluation_cost) * self.epochs
+        return (self.total_budget - self.reevaluation_cost) * self.epochs
 
     def as_params(self) -> dict[str, Any]:
         """Flat values for logging (MLflow params)."""

@@ -120,8 +120,12 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
 
 
 def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
-            purpose: str, seed: int) -> None:
-    study.enqueue_trial(trial_params(candidate, spec, space), user_attrs={"purpose": purpose, "seed": seed})
+            purpose: str, seed: int, *, finish: bool = False) -> None:
+    """Queue ``candidate`` as the next trial; ``finish``: it trains to the end even past the budget."""
+    attrs: dict[str, Any] = {"purpose": purpose, "seed": seed}
+    if finish:
+        attrs["finish"] = True
+    study.enqueue_trial(trial_params(candidate, spec, space), user_attrs=attrs)
 
 
 def make_objective(
@@ -143,6 +147,7 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         purpose = str(trial.user_attrs.get("purpose", "search"))
         trial_seed = int(trial.user_attrs.get("seed", seed))
+        must_finish = bool(trial.user_attrs.get("finish", False))
         candidate = suggest_candidate(trial, specs, space)
         trial.set_user_attr("purpose", purpose)
         trial.set_user_attr("seed", trial_seed)
@@ -159,7 +164,7 @@ def make_objective(
             trial.report(record.val_loss, record.epoch)
             if purpose == "screen" and record.epoch >= screen_epochs:
                 return True
-            if epoch_limit is not None and spent(trial.study) + record.epoch >= epoch_limit:
+            if epoch_limit is not None and not must_finish and spent(trial.study) + record.epoch >= epoch_limit:
                 return True  # the budget is spent: stop here rather than overrun it
             return trial.should_prune()
 

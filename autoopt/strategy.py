@@ -13,6 +13,7 @@ in the study's user attributes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,8 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
             # promote the best screened configuration to a full run, so at least one trial completes
             best = _best_screened(study, specs, screen_epochs)
             if best is not None:
-                search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed)
+                search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed,
+                               finish=True)
                 remaining = None if remaining is None else max(remaining, 1)
         if remaining is None and config.timeout is None:
             remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
@@ -198,13 +200,18 @@ def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config
     """Queue the top configurations on the seeds they have not been trained on yet."""
     table = trials_table(search.read_records(study, list(by_name.values())))
     done = table[(table["outcome"] == "completed") & (table["purpose"] == "search")]
-    top = done.sort_values("final_val_loss").drop_duplicates("config").head(config.reevaluate_top)
+    # the best configuration of each of the best optimizers: near-copies of one configuration at the
+    # edge of stability tend to fail together on a new seed, and then nothing re-evaluated is left
+    top = done.sort_values("final_val_loss").drop_duplicates("optimizer").head(config.reevaluate_top)
     seen = set(zip(table["config"], table["seed"]))
+    affordable = math.inf  # re-runs that fit in what is left of the budget (a promoted run may overrun)
+    if config.total_budget is not None:
+        affordable = (config.total_budget * config.epochs - search.spent(study)) // config.epochs
     queued = 0
     for _, row in top.iterrows():
         candidate = Candidate(row["optimizer"], dict(row["params"]))
         for seed in extra_seeds:
-            if (row["config"], seed) not in seen:
+            if (row["config"], seed) not in seen and queued < affordable:
                 search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed)
                 queued += 1
     return queued
