@@ -13,9 +13,9 @@ returning ``(model, data)`` in any form ``tune()`` accepts. A study file names i
 Only the module named and the function it points to run; listing recipes reads them without running
 them.
 
->>> recipe = load_recipe("digits_mlp")      # doctest: +SKIP
->>> model, data = recipe.make(seed=0)       # doctest: +SKIP
->>> recipe.epochs, recipe.batch_size        # doctest: +SKIP
+>>> recipe = load_recipe("digits_mlp")
+>>> model, (X, y) = recipe.make(seed=0)
+>>> recipe.epochs, recipe.batch_size
 (20, 64)
 """
 
@@ -128,8 +128,8 @@ def load_recipe(ref: str, base_dir: str | Path | None = None) -> Recipe:
     ``base_dir`` is the study file's folder: relative file paths start there, and a name is looked
     up first in its parent's ``recipes/``.
 
-    >>> load_recipe("digits_mlp").name        # doctest: +SKIP
-    'digits_mlp'
+    >>> load_recipe("digits_mlp").description
+    'Handwritten digits with a small MLP (10-class classification).'
     """
     if not isinstance(ref, str) or not ref.strip():
         raise RecipeError(f"recipe must be a recipe name, 'path/file.py:function' or 'module:function', got {ref!r}.")

@@ -92,7 +92,8 @@ def test_default_storage_keeps_the_file_name_safe():
 
 @pytest.mark.parametrize("text, message", [
     ('recipe = "digits_mlp"\nepochs = \n', "not valid TOML"),
-    ('recipe = "digits_mlp"\nn_trial = 5\n', "unknown key 'n_trial' (did you mean 'n_trials'?); valid keys are recipe, "),
+    ('recipe = "digits_mlp"\nn_trial = 5\n',
+     "unknown key 'n_trial' (did you mean 'n_trials'?); valid keys are recipe, "),
     ('[study]\nrecipe = "digits_mlp"\n', "unknown key 'study' (a study file has no [sections]"),
     ('recipe = "digits_mlp"\ndevice = "cuda"\n', "'device' is a command-line option (--device)"),
     ('recipe = "digits_mlp"\nverbose = false\n', "'verbose' is a command-line option (--quiet)"),
