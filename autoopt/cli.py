@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study_file", metavar="STUDY_FILE", help="a study file, e.g. studies/quickstart.toml")
     run.add_argument("--trials", type=int, help="total search trials (overrides n_trials)")
     run.add_argument("--timeout", type=float, help="seconds for the search (overrides timeout)")
+    run.add_argument("--budget", type=float,
+                     help="total training cost in training-run equivalents, re-runs included (overrides budget)")
     run.add_argument("--epochs", type=int, help="epochs per trial (overrides epochs and the recipe's EPOCHS)")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<study_name>.db here)")
     run.add_argument("--study-name", help="study name (default: the file's study_name, else its stem)")
@@ -141,7 +143,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     recipe = load_recipe(study.recipe, study.base_dir)
     config = study.resolve(
         recipe,
-        n_trials=args.trials, timeout=args.timeout, epochs=args.epochs, storage=args.storage,
+        n_trials=args.trials, timeout=args.timeout, budget=args.budget, epochs=args.epochs, storage=args.storage,
         study_name=args.study_name, tracking_uri=args.tracking_uri, device=args.device,
         tracking=False if args.no_tracking else None, verbose=False if args.quiet else None,
     )
@@ -179,7 +181,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         opener = (f"open {report.tracking_uri} in a browser" if report.tracking_uri.startswith(("http:", "https:"))
                   else f"autoopt ui{flag}")
         print(f"MLflow: {where}. See it with: {opener}", file=out)
-    print("Run the same command again to resume the study (raise --trials to search longer).", file=out)
+    print("Run the same command again to resume the study (raise --trials or --budget to search longer).", file=out)
     return EXIT_OK
 
 
@@ -191,8 +193,8 @@ def _plan(config: Any) -> str:
         limits.append(f"{config.trial_budget} search trials in all")
     if config.timeout is not None:
         limits.append(f"at most {config.timeout:g} s")
-    if getattr(config, "budget", None) is not None:  # a training budget, in runs, where StudyConfig has one
-        limits.append(f"a budget of {config.budget:g} training runs")
+    if config.total_budget is not None:
+        limits.append(f"a budget of {config.total_budget:g} training runs")
     plan = f"{names}; {' or '.join(limits)}; {config.epochs} epochs of batch {config.batch_size} per trial"
     if config.reevaluate_top and config.seeds > 1:
         plan += f"; then the top {config.reevaluate_top} on {config.seeds - 1} more seed(s)"

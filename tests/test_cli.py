@@ -161,6 +161,8 @@ def test_run_flags_override_the_file(project, capsys):
     captured = capsys.readouterr()
     assert captured.err == ""  # --quiet: no plan, no progress bar
     assert search_budget_spent("other") == 2
+    assert main(["run", "studies/tiny.toml", "--no-tracking", "--budget", "0"]) == 2  # validated like the file
+    assert "budget must be a positive number" in one_line_error(capsys.readouterr().err)
     epochs = [len(t.user_attrs["measurement"]["epochs"]) for t in stored_trials("other")]
     assert max(epochs) == 1
 
