@@ -14,6 +14,10 @@ from .recommend import Policy, check_policy
 from .registry import resolve_specs
 from .search import PRUNERS, SAMPLERS, SPACES
 
+#: Below this many parameters a model trains on one CPU thread: intra-op parallelism gains nothing on
+#: such small tensors, and on shared cores it was measured 3-9x slower (digits MLP, CNN, deep tanh net).
+SMALL_MODEL = 1_000_000
+
 #: Training-run equivalents a study spends when neither n_trials, timeout nor budget is given: the
 #: search-efficiency benchmark's target cost (benchmarks/search_efficiency.py).
 DEFAULT_BUDGET = 5.0
@@ -68,6 +72,7 @@ class StudyConfig:
     storage: str | None = None
     study_name: str | None = None
     device: str | None = None
+    threads: int | None = None  # torch CPU threads per trial; None: 1 for models under SMALL_MODEL parameters
     tracking: bool = True
     tracking_uri: str | None = None
     experiment_name: str | None = None
@@ -85,6 +90,8 @@ class StudyConfig:
         _positive_int("seeds", self.seeds)
         if self.n_trials is not None:
             _positive_int("n_trials", self.n_trials)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds but got {self.timeout!r}.")
         if self.budget is not None and not (isinstance(self.budget, (int, float)) and self.budget > 0):

@@ -42,6 +42,7 @@ class Workers:
     n: int
     storage: Any  # a URL or a journal file path: something a forked process can reopen
     new_tracker: Callable[[], Tracker]
+    threads: int | None = None  # torch threads per worker; None: an equal share of the cores
 
 
 def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
@@ -91,7 +92,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
                 child_tracker.close(status, end_study=False)
 
         run_forked(workers.n, work, on_wait=lambda: progress.set_count(
-            search.finished_trials(study, purposes=search.PURPOSES) - finished_before))
+            search.finished_trials(study, purposes=search.PURPOSES) - finished_before), threads=workers.threads)
 
     try:
         limit = config.search_epochs

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import search
-from .config import StudyConfig
+from .config import SMALL_MODEL, StudyConfig
 from .data import prepare_data
 from .device import select_device
 from .recommend import format_bytes, recommend
@@ -70,12 +70,17 @@ def tune(
 
     study_name = config.study_name or f"autoopt-{type(model).__name__.lower()}"
     tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)
+    threads = config.threads or (1 if device.type == "cpu" and sum(p.numel() for p in trainable) < SMALL_MODEL
+                                 else None)
     study_params = _study_params(config, split, task.kind, device)
     tracker.start_study(study_name, study_params)
     level = search.quiet_optuna()
     status = "FAILED"
+    threads_before = torch.get_num_threads()
     try:
-        workers = _workers(config, study_name, study_params)
+        if threads:
+            torch.set_num_threads(threads)
+        workers = _workers(config, study_name, study_params, threads)
         study = search.create_study(study_name=study_name, storage=workers.storage if workers else config.storage,
                                     sampler=config.sampler, pruner=config.pruner, seed=config.seed,
                                     epochs=config.epochs)
@@ -98,6 +103,7 @@ def tune(
         status = "KILLED"
         raise
     finally:
+        torch.set_num_threads(threads_before)
         search.restore_optuna_verbosity(level)
         tracker.close(status)
     return Report(recommendation, trials, study, config,
@@ -145,7 +151,7 @@ def _check_memory(
     return feasible, infeasible
 
 
-def _workers(config: StudyConfig, study_name: str, params: dict[str, Any]) -> Workers | None:
+def _workers(config: StudyConfig, study_name: str, params: dict[str, Any], threads: int | None) -> Workers | None:
     """Worker processes for n_jobs > 1, where the storage can be reopened by a forked process."""
     if config.n_jobs == 1 or config.parallel != "processes" or not can_fork():
         return None
@@ -157,7 +163,7 @@ def _workers(config: StudyConfig, study_name: str, params: dict[str, Any]) -> Wo
         tracker.start_study(study_name, params)
         return tracker
 
-    return Workers(config.n_jobs, config.storage or journal_path(), new_tracker)
+    return Workers(config.n_jobs, config.storage or journal_path(), new_tracker, threads)
 
 
 def _study_params(config: StudyConfig, split: Any, task_kind: str, device: torch.device) -> dict[str, Any]:

@@ -25,8 +25,9 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and sys.platform != "win32"
 
 
-def threads_per_worker(n_workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // n_workers)
+def threads_per_worker(n_workers: int, threads: int | None = None) -> int:
+    """``threads`` if the study fixed it, else an equal share of the cores."""
+    return threads or max(1, (os.cpu_count() or 1) // n_workers)
 
 
 def journal_path() -> Path:
@@ -35,14 +36,16 @@ def journal_path() -> Path:
     return folder / "study.journal"
 
 
-def run_forked(n_workers: int, work: Callable[[int], None], on_wait: Callable[[], None]) -> None:
+def run_forked(n_workers: int, work: Callable[[int], None], on_wait: Callable[[], None],
+               threads: int | None = None) -> None:
     """Run ``work(i)`` in ``n_workers`` forked processes and wait for all; ``on_wait`` runs meanwhile.
 
     A worker that fails makes this raise once every worker has ended; Ctrl-C is passed on to the
     workers (each records its running trial as interrupted) and then re-raised here.
     """
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_child, args=(work, i, n_workers), name=f"autoopt-worker-{i}")
+    per_worker = threads_per_worker(n_workers, threads)
+    processes = [context.Process(target=_child, args=(work, i, per_worker), name=f"autoopt-worker-{i}")
                  for i in range(n_workers)]
     for process in processes:
         process.start()
@@ -63,8 +66,8 @@ def run_forked(n_workers: int, work: Callable[[int], None], on_wait: Callable[[]
         raise RuntimeError(f"worker process(es) failed: {failed}; their finished trials are in the storage.")
 
 
-def _child(work: Callable[[int], None], index: int, n_workers: int) -> None:
-    torch.set_num_threads(threads_per_worker(n_workers))
+def _child(work: Callable[[int], None], index: int, threads: int) -> None:
+    torch.set_num_threads(threads)
     code = 0
     try:
         work(index)
