@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def _status(row: pd.Series) -> str:
+    """How far a trial got, in words: 'pruned at epoch 2', 'diverged', 'infeasible' ..."""
+    if row["outcome"] == "pruned":
+        return f"{'screened' if row['purpose'] == 'screen' else 'pruned'} at epoch {int(row['epochs'])}"
+    return str(row["outcome"])
+
+
 @dataclass
 class Report:
     """The result of a study.
@@ -42,16 +49,31 @@ class Report:
         return best_per_optimizer(self.trials)
 
     def table(self) -> pd.DataFrame:
-        """The best configuration of each optimizer, formatted for a person."""
-        best = self.by_optimizer
-        return pd.DataFrame({
-            "optimizer": best["optimizer"],
-            "lr": best["lr"].map(lambda v: f"{v:.3g}"),
-            "val_loss": best["final_val_loss"].map(lambda v: f"{v:.4g}"),
-            "epochs_to_target": best["epochs_to_target"],
-            "seconds_to_target": best["seconds_to_target"].round(2),
-            "state": best["optimizer_state_bytes"].map(format_bytes),
-        })
+        """One row per candidate optimizer, formatted for a person: its best completed configuration,
+        or, for one that never completed a run, how far it got (screened, pruned, diverged ...)."""
+        rows = []
+        for optimizer, group in self.trials.groupby("optimizer", sort=False):
+            done = group[group["outcome"] == "completed"]
+            if len(done):
+                best = done.loc[done["final_val_loss"].idxmin()]
+                status, loss = "completed", best["final_val_loss"]
+            else:
+                trained = group[group["best_val_loss"].notna()]
+                best = trained.loc[trained["best_val_loss"].idxmin()] if len(trained) else group.iloc[0]
+                status = _status(best)
+                loss = best["best_val_loss"]
+            rows.append({
+                "optimizer": optimizer, "status": status, "lr": f"{best['lr']:.3g}",
+                "val_loss": f"{loss:.4g}" if pd.notna(loss) else "-",
+                "epochs_to_target": best["epochs_to_target"],
+                "seconds_to_target": round(best["seconds_to_target"], 2),
+                "state": format_bytes(best["optimizer_state_bytes"]),
+                "_order": (status != "completed", loss if pd.notna(loss) else float("inf")),
+            })
+        table = pd.DataFrame(rows)
+        if table.empty:
+            return table
+        return table.sort_values("_order", key=lambda col: col.map(lambda v: v)).drop(columns="_order").reset_index(drop=True)
 
     def plot_curves(self) -> Figure:
         """Validation-loss curves of the best trial of each optimizer."""

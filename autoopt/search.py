@@ -26,7 +26,7 @@ from .training import TrainingInterrupted
 RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("successive_halving", "hyperband", "median", "none")
+PRUNERS = ("successive_halving", "percentile", "hyperband", "median", "none")
 SPACES = ("full", "lr")
 PURPOSES = ("screen", "search", "reevaluation")
 
@@ -49,6 +49,10 @@ def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pr
         # Asynchronous SH: a trial goes past epoch 1, 3, 9 ... only while it is among the best third
         # at that epoch (the best so far while few trials have reached it).
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if kind == "percentile":
+        # Against finished runs only: a trial goes on while its curve stays in the best quarter of the
+        # completed curves at the same epoch (from the first completed run on).
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=1, n_warmup_steps=1)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if kind == "median":
@@ -293,6 +297,17 @@ def save_range_tests(study: optuna.Study, tests: dict[str, dict[str, Any]], epoc
 
 def range_test_epochs(study: optuna.Study) -> float:
     return float(study.user_attrs.get("range_test_epochs", 0.0))
+
+
+def save_tracking(study: optuna.Study, tracking_uri: str | None, parent_run_id: str | None) -> None:
+    """Where MLflow records this study, so that a stored study can say where its record is."""
+    if tracking_uri and parent_run_id:
+        study.set_user_attr("mlflow", {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id})
+
+
+def load_tracking(study: optuna.Study) -> tuple[str | None, str | None]:
+    record = study.user_attrs.get("mlflow") or {}
+    return record.get("tracking_uri"), record.get("parent_run_id")
 
 
 def quiet_optuna() -> int:

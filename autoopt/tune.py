@@ -84,6 +84,7 @@ def tune(
         study = search.create_study(study_name=study_name, storage=workers.storage if workers else config.storage,
                                     sampler=config.sampler, pruner=config.pruner, seed=config.seed,
                                     epochs=config.epochs)
+        search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
         range_epochs = run_strategy(study, specs, setup, config, tracker, workers)
@@ -193,4 +194,6 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
     trials = trials_table(search.read_records(study, resolve_specs(None)))
-    return Report(recommend(trials, policy, tolerance), trials, study)
+    tracking_uri, parent_run_id = search.load_tracking(study)
+    return Report(recommend(trials, policy, tolerance), trials, study, tracking_uri=tracking_uri,
+                  parent_run_id=parent_run_id)
