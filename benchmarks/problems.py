@@ -99,6 +99,7 @@ def evaluate(name: str, optimizer: str, params: dict[str, Any], seed: int) -> di
         "final_val_loss": loss if math.isfinite(loss) else None,
         "epochs": len(measurement.epochs),
         "seconds": round(time.perf_counter() - start, 3),
+        "val_curve": [float(f"{v:.6g}") if math.isfinite(v) else None for v in measurement.val_losses],
     }
 
 

@@ -125,6 +125,34 @@ def make_grid(name: str, results: list[dict[str, Any]], wall_seconds: float, job
     return grid
 
 
+def fidelity(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """How well the loss after k epochs predicts the final loss, over the grid's runs that trained cleanly.
+
+    For k = 1, 2, 3, EPOCHS // 10 and 9 (those below EPOCHS): the Spearman rank correlation between the
+    val loss at epoch k and the final one, and whether the run best at epoch k is within 1% / 10% of
+    the final best. Low-fidelity screening and successive halving rely on this ranking.
+    """
+    runs = [r for r in grid["runs"] if r["outcome"] == "completed" and r.get("val_curve")]
+    finals = np.array([r["final_val_loss"] for r in runs])
+    out = []
+    for k in sorted({1, 2, 3, max(1, grid["epochs"] // 10), 9}):
+        if k >= grid["epochs"] or not runs:
+            continue
+        early = np.array([r["val_curve"][k - 1] for r in runs], dtype=float)
+        rho = float(np.corrcoef(_ranks(early), _ranks(finals))[0, 1])
+        pick = finals[int(np.argmin(early))]
+        top3 = np.sort(finals[np.argsort(early)[:3]])[0]
+        out.append({"epoch": k, "spearman": round(rho, 3), "runs": len(runs),
+                    "final_of_best_at_epoch": float(pick), "best_final": float(finals.min()),
+                    "regret_of_best_at_epoch": float(pick / finals.min() - 1),
+                    "regret_of_best_of_top3_at_epoch": float(top3 / finals.min() - 1)})
+    return out
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
+
+
 def grid_table(grid: dict[str, Any]) -> str:
     """Mean final val loss of every grid configuration: optimizers down, learning rates across."""
     lines = ["lr         " + " ".join(f"{lr:>8.0e}" for lr in grid["lrs"])]

@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import default_settings, expand_methods, run_method  # noqa: E402
 from problems import (HELD_OUT_SEEDS, OPTIMIZERS, PROBLEMS, RESULTS, autoopt_version, evaluate,  # noqa: E402
                       evaluation_version, load_problem, set_single_thread)
-from reference import (HeldOutCache, cached_grid, grid_jobs, grid_table, make_grid, score,  # noqa: E402
-                       stale_reason)
+from reference import (HeldOutCache, cached_grid, fidelity, grid_jobs, grid_table, make_grid,  # noqa: E402
+                       score, stale_reason)
 
 DEFAULT_METHODS = ["all"]
 QUICK_PROBLEM = "diabetes"
@@ -117,6 +117,13 @@ def reference_grids(problems: list[str], jobs: int) -> tuple[dict[str, dict[str,
               f"best {best['optimizer']} lr={best['params']['lr']:.3g} ({best['mean_val_loss']:.4f}), "
               f"{grids[name]['tre']:.1f} TRE")
         print(grid_table(grids[name]))
+        if all("val_curve" in r for r in grids[name]["runs"]):
+            grids[name]["fidelity"] = fidelity(grids[name])
+            print("does the loss after k epochs rank the runs as their final loss does? (grid runs that trained)")
+            for f in grids[name]["fidelity"]:
+                print(f"  epoch {f['epoch']:>2}: Spearman {f['spearman']:+.2f}; the run best at epoch {f['epoch']} "
+                      f"ends {100 * f['regret_of_best_at_epoch']:+.1f}% above the best final loss "
+                      f"(best of its top 3: {100 * f['regret_of_best_of_top3_at_epoch']:+.1f}%)")
     return grids, {"wall_seconds": round(wall, 1), "computed": missing,
                    "cached": [n for n in problems if n not in missing]}
 
@@ -194,7 +201,8 @@ def score_runs(problems: list[str], grids: dict[str, dict[str, Any]], runs: list
             raise RuntimeError(f"{name}: the grid's best configuration diverged on a held-out seed: {losses}")
         references[name] = {**best, "heldout_losses": losses, "heldout_mean": float(np.mean(losses)),
                             "grid_tre": grids[name]["tre"], "grid_cached": grids[name]["cached"],
-                            "grid_created": grids[name]["created"], "grid_version": grids[name]["version"]}
+                            "grid_created": grids[name]["created"], "grid_version": grids[name]["version"],
+                            "fidelity": grids[name].get("fidelity")}
     for run in runs:
         rec = run["recommendation"]
         if rec is None:
