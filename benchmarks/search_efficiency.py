@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from methods import default_settings, expand_methods, run_method  # noqa: E402
+from methods import default_settings, expand_methods, method_name, run_method  # noqa: E402
 from problems import (HELD_OUT_SEEDS, OPTIMIZERS, PROBLEMS, RESULTS, autoopt_version, evaluate,  # noqa: E402
                       evaluation_version, load_problem, set_single_thread)
 from reference import (HeldOutCache, cached_grid, fidelity, grid_jobs, grid_table, make_grid,  # noqa: E402
@@ -286,6 +286,42 @@ def table_rows(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]]
     return out
 
 
+def ablation_effects(rows: list[dict[str, Any]], base_method: str) -> tuple[list[str], list[list[str]]]:
+    """Each autoopt variant's mean regret minus ``base_method``'s, per problem, in percentage points.
+
+    Positive: the variant is worse, so the mechanism it switches away from helps on that problem.
+    """
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    base = {r["problem"]: r["mean_regret"] for r in rows if r["method"] == base_method}
+    variants = [m for m in dict.fromkeys(r["method"] for r in rows) if m.startswith("autoopt") and m != base_method]
+    header = ["variant (vs " + base_method + ")", *problems, "worse on", "better on"]
+    out = []
+    for method in variants:
+        mine = {r["problem"]: r["mean_regret"] for r in rows if r["method"] == method}
+        cells, worse, better = [], 0, 0
+        for p in problems:
+            a, b = mine.get(p), base.get(p)
+            if a is None or b is None:
+                cells.append("-")
+                continue
+            if not (math.isfinite(a) and math.isfinite(b)):
+                cells.append("inf" if a != b else "=")
+                worse += (not math.isfinite(a)) and math.isfinite(b)
+                better += math.isfinite(a) and not math.isfinite(b)
+                continue
+            delta = 100 * (a - b)
+            cells.append("=" if abs(delta) < 0.05 else f"{delta:+.1f}")
+            worse += delta >= 0.05
+            better += delta <= -0.05
+        out.append([method, *cells, str(worse), str(better)])
+    return header, out
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+
+
 HEADER = ["problem", "method", "mean regret", "worst regret", "mean TRE", "target met", "held-out div.",
           "recommendations (per sampler seed) / notes"]
 
@@ -304,8 +340,8 @@ def text_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+def markdown_table(rows: list[list[str]], header: list[str] = HEADER) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -334,7 +370,8 @@ def machine() -> dict[str, Any]:
             "load_average_at_start": [round(x, 2) for x in load] if load else None}
 
 
-def write_markdown(path: Path, info: dict[str, Any], rows: list[list[str]]) -> None:
+def write_markdown(path: Path, info: dict[str, Any], rows: list[list[str]],
+                   effects: tuple[list[str], list[list[str]]]) -> None:
     m = info["machine"]
     t = info["timings"]
     text = f"""### Search efficiency (issue #5)
@@ -348,14 +385,32 @@ autoopt's defaults: `{info['autoopt_defaults']}`.
 
 {markdown_table(rows)}
 
+Each autoopt variant's mean regret minus that of `{info['base_method']}`, in percentage points (positive: the
+variant is worse, so the mechanism it switches away from helps there; `=`: the same recommendations' regret):
+
+{markdown_table(effects[1], effects[0]) if effects[1] else '(no variants run)'}
+
 Machine: {m['nproc']} cores ({m['cpu']}), torch {m['torch']} (1 thread per worker, {info['jobs']} worker(s)),
 optuna {m['optuna']}, Python {m['python']}; {info['finished'][:10]}; autoopt code {info['autoopt_version']['sha256']}
 (commit {str(info['autoopt_version']['commit'])[:10]}{', with uncommitted changes' if info['autoopt_version']['dirty'] else ''}).
-Wall time: grid {t['grid']['wall_seconds']:.0f} s (cached: {', '.join(t['grid']['cached']) or 'none'}),
-searches {t['searches_wall_seconds']:.0f} s, held-out {t['held_out']['wall_seconds']:.0f} s.
+Wall time of the last invocation: grid {t['grid']['wall_seconds']:.0f} s (cached: {', '.join(t['grid']['cached']) or 'none'}),
+searches {t['searches_wall_seconds']:.0f} s, held-out {t['held_out']['wall_seconds']:.0f} s (rows marked "earlier invocation" were
+run before, with the autoopt code named in the JSON's `runs[].autoopt_version`).
 Made by `{info['command']}`.
 """
     path.write_text(text)
+
+
+INVOCATION_KEYS = ("command", "started", "finished", "jobs", "methods", "autoopt_version", "timings")
+
+
+def previous_invocations(path: Path) -> list[dict[str, Any]]:
+    """What the runs of the last results file came from: each earlier invocation's command and timings."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return previous.get("invocations") or [{k: previous.get(k) for k in INVOCATION_KEYS}]
 
 
 def merge_previous(path: Path, runs: list[dict[str, Any]], problems: list[str]) -> list[dict[str, Any]]:
@@ -389,6 +444,8 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (1 torch thread each)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the last results file's runs that this invocation does not redo")
+    parser.add_argument("--rescore", action="store_true",
+                        help="run no search: score the last results file's runs again and rewrite its tables")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -396,8 +453,10 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         args.sampler_seeds = args.sampler_seeds[:1] if args.sampler_seeds else [0]
         args.methods = args.methods or QUICK_METHODS
         args.out = args.out or RESULTS / "quick"
+    if args.rescore:
+        args.methods, args.merge = [], True
     args.problems = args.problems or list(PROBLEMS)
-    args.methods = args.methods or DEFAULT_METHODS
+    args.methods = args.methods if args.methods is not None else DEFAULT_METHODS
     args.sampler_seeds = args.sampler_seeds if args.sampler_seeds is not None else [0, 1, 2]
     args.out = args.out or RESULTS
     return args
@@ -431,6 +490,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         if methods else ([], 0.0)
     current = {(r["problem"], r["method"], r["sampler_seed"]) for r in runs}
     json_path = args.out / "search_efficiency.json"
+    earlier = previous_invocations(json_path) if args.merge else []
     if args.merge:
         runs = merge_previous(json_path, runs, args.problems)
         methods = list(dict.fromkeys([*methods, *(r["method"] for r in runs)]))
@@ -452,11 +512,18 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     table = table_rows(rows, references)
     print("\n" + text_table(table))
+    info["base_method"] = method_name(base)
+    effects = ablation_effects(rows, info["base_method"])
+    if effects[1]:
+        print(f"\nmean regret of each autoopt variant minus {info['base_method']}'s, percentage points "
+              "(positive: worse without the mechanism):")
+        print(plain_table(*effects))
     print(f"\ntimings: {json.dumps(info['timings'])}")
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {**info, "references": references, "summary": rows, "runs": runs}
+    invocations = [*earlier, {k: info.get(k) for k in INVOCATION_KEYS}]
+    record = {**info, "invocations": invocations, "references": references, "summary": rows, "runs": runs}
     json_path.write_text(json.dumps(_strict(record), indent=1, allow_nan=False) + "\n")
-    write_markdown(args.out / "search_efficiency.md", info, table)
+    write_markdown(args.out / "search_efficiency.md", info, table, effects)
     print(f"wrote {json_path} and {args.out / 'search_efficiency.md'}")
     return 0
 
