@@ -289,19 +289,27 @@ class MlflowTracker:
         """Log params not yet on the run; a changed value goes to tag ``latest.<key>``.
 
         MLflow params cannot change once logged, and a resumed study or a second worker may bring
-        a new value (another n_trials, another recommendation): the tag keeps it visible.
+        a new value (another n_trials, another recommendation): the tag keeps it visible. Two
+        workers starting together may log the same params at the same moment; the store then
+        rejects the second insert, so the loser looks again and finds nothing left to log.
         """
-        existing = self._client.get_run(run_id).data.params
-        params, tags = [], []
-        for key, value in values.items():
-            key, text = _param_key(key), _param_value(value)
-            if key not in existing:
-                params.append(Param(key, text))
-            elif existing[key] != text:
-                tags.append(RunTag(_param_key(f"latest.{key}"), text))
-        for i in range(0, max(len(params), len(tags)), MAX_PARAMS_TAGS_PER_BATCH):
-            self._client.log_batch(run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
-                                   tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+        for attempt in range(3):
+            existing = self._client.get_run(run_id).data.params
+            params, tags = [], []
+            for key, value in values.items():
+                key, text = _param_key(key), _param_value(value)
+                if key not in existing:
+                    params.append(Param(key, text))
+                elif existing[key] != text:
+                    tags.append(RunTag(_param_key(f"latest.{key}"), text))
+            try:
+                for i in range(0, max(len(params), len(tags)), MAX_PARAMS_TAGS_PER_BATCH):
+                    self._client.log_batch(run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
+                                           tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+                return
+            except Exception:
+                if attempt == 2:
+                    raise
 
     def _merge_duplicate_parents(self) -> None:
         """Keep the oldest parent run of the study; move the others' children to it."""

@@ -175,9 +175,11 @@ def test_an_unreachable_server_is_an_error_before_any_training(blobs):
 
 
 def test_the_default_store_is_mlflow_db_in_the_working_directory(blobs, tmp_path, monkeypatch):
+    """Also with forked workers: each opens its own connections to the sqlite file."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd"], n_trials=2, seeds=1, study_name="local", **TINY)
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=4, seeds=1, n_jobs=2,
+                          study_name="local", **TINY)
     assert (tmp_path / "mlflow.db").exists()
     assert report.tracking_uri == mlflow.get_tracking_uri() and report.tracking_uri.startswith("sqlite:")
     client = MlflowClient(report.tracking_uri)
