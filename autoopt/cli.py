@@ -351,13 +351,15 @@ def _ui(args: argparse.Namespace, argv: list[str]) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535 but got {args.port}.")
     # without --backend-store-uri, mlflow ui uses the same default store as MLflow's client
-    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    # one worker and no job runner: it starts in about half the time and a local UI needs no more
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
+               "--workers", "1"]
     if uri:
         command += ["--backend-store-uri", uri]
     print(f"MLflow UI for {uri or 'the default store (./mlflow.db or ./mlruns)'} at "
           f"http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     except KeyboardInterrupt:  # the normal way to stop a server
         return EXIT_OK
 

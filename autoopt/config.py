@@ -59,11 +59,12 @@ class StudyConfig:
     seeds: int = 2  # seeds each of those is trained on in all (the search's seed included)
     seed: int = 0
     sampler: str = "tpe"
-    pruner: str = "successive_halving"
+    pruner: str = "percentile"
     space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
     enqueue_defaults: bool = True  # screen each optimizer's known-good defaults first, at low fidelity
     screen_epochs: int | None = None  # epochs of a screening trial; None: a tenth of epochs (at least 1)
     eliminate: bool = True  # drop optimizers whose screening run is clearly dominated
+    refine_lr: bool = True  # after screening, try lr x/÷ 10^0.5 for the two best screened optimizers
     lr_range_test: bool = False  # narrow each optimizer's lr range by a short range test first
     n_jobs: int = 1  # trials at once
     parallel: str = "processes"  # n_jobs > 1: forked worker processes sharing the storage, or "threads"

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Every way a trial can end. ``completed`` and ``pruned`` trials trained normally; the rest did not
-#: (``eliminated``: its optimizer was dropped as clearly dominated, so it was never trained).
-OUTCOMES = ("completed", "pruned", "diverged", "oom", "infeasible", "eliminated", "failed", "interrupted")
+#: (``eliminated``: its optimizer was dropped as clearly dominated; ``cancelled``: it was still queued
+#: when its phase's budget ran out; neither was trained).
+OUTCOMES = ("completed", "pruned", "diverged", "oom", "infeasible", "eliminated", "cancelled", "failed",
+            "interrupted")
 
 
 @dataclass(frozen=True)

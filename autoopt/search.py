@@ -141,6 +141,7 @@ def make_objective(
     screen_epochs: int = 1,
     eliminated: frozenset[str] = frozenset(),
     epoch_limit: float | None = None,
+    purposes: frozenset[str] = frozenset(PURPOSES),
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective: sample, train through ``run_trial``, store, and map the outcome.
 
@@ -158,6 +159,9 @@ def make_objective(
         trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
         if purpose == "search" and candidate.optimizer in eliminated:
             trial.set_user_attr("measurement", Measurement("eliminated").to_dict())
+            raise optuna.TrialPruned()
+        if purpose not in purposes:  # queued for an earlier phase whose budget ran out first
+            trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
             raise optuna.TrialPruned()
 
         def should_stop(record: EpochRecord) -> bool:
@@ -249,9 +253,10 @@ def completed_trials(study: optuna.Study) -> int:
                if t.user_attrs.get("measurement", {}).get("outcome") == "completed")
 
 
-def waiting_trials(study: optuna.Study) -> int:
-    """Enqueued trials not started yet."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+def waiting_trials(study: optuna.Study, purpose: str | None = None) -> int:
+    """Enqueued trials (of ``purpose``, or any) not started yet."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if purpose is None or t.user_attrs.get("purpose") == purpose)
 
 
 def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "screen")) -> int:
@@ -259,7 +264,8 @@ def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "s
     count = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         outcome = t.user_attrs.get("measurement", {}).get("outcome")
-        if t.user_attrs.get("purpose", "search") in purposes and outcome not in ("interrupted", "eliminated"):
+        if t.user_attrs.get("purpose", "search") in purposes and outcome not in ("interrupted", "eliminated",
+                                                                                  "cancelled"):
             count += 1
     return count
 
@@ -271,6 +277,8 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
     for t in study.get_trials(deepcopy=False):
         if t.state in (TrialState.RUNNING, TrialState.WAITING) or "measurement" not in t.user_attrs:
             continue
+        if t.user_attrs["measurement"].get("outcome") == "cancelled":
+            continue  # never trained: only a queue entry that its phase did not reach
         cand = t.user_attrs["candidate"]
         records.append(
             TrialRecord(

@@ -62,13 +62,13 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     finished_before = search.finished_trials(study, purposes=search.PURPOSES)
 
     def phase(n_trials: int | None, timeout: float | None = None, eliminated: frozenset[str] = frozenset(),
-              limit: float | None = None) -> None:
+              limit: float | None = None, purposes: frozenset[str] = frozenset(search.PURPOSES)) -> None:
         """Run up to ``n_trials`` trials here, or shared among the worker processes."""
 
         def objective(tracker_: Tracker, progress_: ProgressBar) -> Any:
             return search.make_objective(specs, _trial_runner(by_name, setup, tracker_, progress_), config.seed,
                                          config.space, screen_epochs=screen_epochs, eliminated=eliminated,
-                                         epoch_limit=limit)
+                                         epoch_limit=limit, purposes=purposes)
 
         if workers is None:
             search.run(study, objective(tracker, progress), n_trials=n_trials, timeout=timeout,
@@ -96,23 +96,36 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
 
     try:
         limit = config.search_epochs
-        phase(search.waiting_trials(study))
+        phase(search.waiting_trials(study, "screen"), purposes=frozenset({"screen"}))
         eliminated = _dominated(study, specs, screen_epochs) if config.eliminate else frozenset()
         trial_budget = config.trial_budget
         remaining = None if trial_budget is None else max(trial_budget - search.finished_trials(study), 0)
         if not search.completed_trials(study):
-            # promote the best screened configuration to a full run, so at least one trial completes
-            best = _best_screened(study, specs, screen_epochs)
-            if best is not None:
+            # promote the best screened configuration to a full run, so at least one trial completes,
+            # then try the learning rates half a decade either side of the two best screened
+            # optimizers': the lr matters more than the optimizer on most problems, and the samplers
+            # rarely land that close within a few runs' budget
+            screened = _ranked_screens(study, specs, screen_epochs)
+            if screened:
+                best = screened[0]
                 search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed,
                                finish=True)
                 remaining = None if remaining is None else max(remaining, 1)
+                neighbors = [(c, f) for c in screened[:2] for f in (10**0.5, 10**-0.5)] if config.refine_lr else []
+                if remaining is not None:
+                    neighbors = neighbors[:max(remaining - 1, 0)]
+                for candidate, factor in neighbors:
+                    neighbor = Candidate(candidate.optimizer, {**candidate.params, "lr": candidate.lr * factor})
+                    search.enqueue(study, neighbor, by_name[candidate.optimizer], config.space, "search",
+                                   config.seed)
         if remaining is None and config.timeout is None:
             remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
         if limit is None or search.spent(study) < limit:
             phase(remaining, config.timeout, eliminated, limit)
         if extra_seeds and config.reevaluate_top:
-            phase(_enqueue_reevaluations(study, by_name, config, extra_seeds), eliminated=eliminated)
+            leftover = search.waiting_trials(study)  # queued search trials the budget left unrun
+            queued = _enqueue_reevaluations(study, by_name, config, extra_seeds)
+            phase(leftover + queued, eliminated=eliminated, purposes=frozenset({"reevaluation"}))
     finally:
         progress.close()
     return search.range_test_epochs(study)
@@ -128,9 +141,9 @@ def _screen_losses(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -
     return out
 
 
-def _best_screened(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> Candidate | None:
-    screened = _screen_losses(study, specs, screen_epochs)
-    return min(screened, key=lambda item: item[1])[2] if screened else None
+def _ranked_screens(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> list[Candidate]:
+    """Screened candidates, best loss at the screening epoch first."""
+    return [c for _, _, c in sorted(_screen_losses(study, specs, screen_epochs), key=lambda item: item[1])]
 
 
 def _dominated(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> frozenset[str]:

@@ -77,6 +77,7 @@ def tune(
     level = search.quiet_optuna()
     status = "FAILED"
     threads_before = torch.get_num_threads()
+    study = None
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -107,6 +108,9 @@ def tune(
         torch.set_num_threads(threads_before)
         search.restore_optuna_verbosity(level)
         tracker.close(status)
+        if study is not None:  # the tracker may have settled on an older parent run in a race
+            search.save_tracking(study, getattr(tracker, "tracking_uri", None),
+                                 getattr(tracker, "parent_run_id", None))
     return Report(recommendation, trials, study, config,
                   epochs_spent=float(trials["epochs"].sum()) + range_epochs,
                   tracking_uri=getattr(tracker, "tracking_uri", None),

@@ -286,7 +286,7 @@ def test_a_failure_at_run_time_is_exit_1_and_debug_shows_the_traceback(project, 
 
 def test_ui_starts_mlflow_on_localhost(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda command, env=None: calls.append(command) or 0)
     assert main(["ui", "--port", "5123"]) == 0
     assert main(["ui", "--tracking-uri", "sqlite:///x.db"]) == 0
     assert calls[0][calls[0].index("--host") + 1] == "127.0.0.1"
