@@ -38,11 +38,20 @@ PLAIN_LR_RANGE = (1e-5, 10.0)  # the grid's learning-rate range
 PLAIN_METHODS = ("tpe", "random")
 
 
+#: Boolean StudyConfig fields that are not search mechanisms (never ablated).
+NOT_MECHANISMS = ("tracking", "verbose")
+
+
+def mechanism_flags() -> list[str]:
+    """StudyConfig's boolean fields that switch a search mechanism (any new one is picked up)."""
+    return [f.name for f in fields(StudyConfig) if isinstance(f.default, bool) and f.name not in NOT_MECHANISMS]
+
+
 def default_settings() -> dict[str, Any]:
-    """StudyConfig's current defaults for the mechanisms the ablations switch."""
+    """StudyConfig's current defaults for the mechanisms the ablations switch, and the search's shape."""
     config = StudyConfig()
-    names = ("lr_range_test", "enqueue_defaults", "eliminate", "pruner", "reevaluate_top", "seeds", "sampler",
-             "space", "screen_epochs", "policy", "tolerance")
+    names = (*mechanism_flags(), "pruner", "reevaluate_top", "seeds", "sampler", "space", "screen_epochs",
+             "budget", "policy", "tolerance")
     return {n: getattr(config, n) for n in names if hasattr(config, n)}
 
 
@@ -53,9 +62,8 @@ def ablations(base: dict[str, Any] | None = None) -> list[str]:
     """
     current = {**default_settings(), **(base or {})}
     out = []
-    for flag in ("lr_range_test", "enqueue_defaults", "eliminate"):
-        if flag in current:
-            out.append(method_name({**(base or {}), flag: not current[flag]}))
+    for flag in mechanism_flags():
+        out.append(method_name({**(base or {}), flag: not current[flag]}))
     out += [method_name({**(base or {}), "pruner": p}) for p in PRUNERS if p != current.get("pruner")]
     if "reevaluate_top" in current:
         out.append(method_name({**(base or {}), "reevaluate_top": 0 if current["reevaluate_top"] else 3}))
