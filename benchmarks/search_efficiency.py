@@ -140,11 +140,12 @@ def search_runs(problems: list[str], methods: list[str], seeds: list[int], budge
               f"{run['wall_seconds']:.0f} s)", flush=True)
 
     start = time.perf_counter()
+    version = autoopt_version()  # the workers import autoopt as they start, right after this
     runs = run_jobs(run_method, calls, jobs, "search runs", show)
     stamp = now()
-    version = autoopt_version()
+    changed = autoopt_version()["sha256"] != version["sha256"]
     for run in runs:
-        run.update(run_at=stamp, autoopt_version=version["sha256"])
+        run.update(run_at=stamp, autoopt_version=version["sha256"], autoopt_changed_during_run=changed)
     return runs, time.perf_counter() - start
 
 
