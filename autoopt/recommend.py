@@ -94,13 +94,15 @@ def summarize_configs(trials: pd.DataFrame) -> pd.DataFrame:
     for config, group in runs.groupby("config", sort=False):
         good = group[group["outcome"] == "completed"]
         losses = good["final_val_loss"].to_numpy(dtype=float)
+        # a run that ends no better than it started learned nothing, whatever the other runs did
+        learned = "initial_val_loss" not in good or bool((good["final_val_loss"] < good["initial_val_loss"]).all())
         rows.append({
             "config": config,
             "optimizer": group["optimizer"].iloc[0],
             "family": group["family"].iloc[0],
             "params": group["params"].iloc[0],
             "n_seeds": len(group),
-            "ok": bool(len(good) == len(group) and np.isfinite(losses).all()),
+            "ok": bool(len(good) == len(group) and np.isfinite(losses).all() and learned),
             "val_loss": float(losses.mean()) if len(losses) else math.nan,
             "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
             "val_accuracy": float(good["final_val_accuracy"].mean()) if len(good) else math.nan,
@@ -148,7 +150,10 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     check_policy(policy)
     configs = summarize_configs(trials)
     if configs.empty or not configs["ok"].any():
-        raise RuntimeError("no trial completed: there is nothing to recommend (see report.trials for the errors).")
+        raise RuntimeError(
+            "no configuration trained cleanly (each diverged, failed, or ended no better than it started): "
+            "there is nothing to recommend; report.trials has every run and its error."
+        )
     pool = configs[configs["ok"]]
     note = ""
     if (pool["n_seeds"] > 1).any():

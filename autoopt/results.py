@@ -14,7 +14,7 @@ TARGET_TOLERANCE = 0.02
 
 COLUMNS = [
     "number", "optimizer", "family", "purpose", "seed", "outcome", "config", "lr", "params",
-    "final_val_loss", "best_val_loss", "final_val_accuracy", "epochs", "steps", "seconds",
+    "initial_val_loss", "final_val_loss", "best_val_loss", "final_val_accuracy", "epochs", "steps", "seconds",
     "epochs_to_target", "seconds_to_target", "optimizer_state_bytes", "peak_memory_bytes",
     "val_curve", "error",
 ]
@@ -48,6 +48,7 @@ def trials_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "config": r.candidate.key(),
             "lr": r.candidate.params.get("lr", math.nan),
             "params": dict(r.candidate.params),
+            "initial_val_loss": m.initial_val_loss,
             "final_val_loss": m.final_val_loss,
             "best_val_loss": m.best_val_loss,
             "final_val_accuracy": m.final_val_accuracy if m.final_val_accuracy is not None else math.nan,

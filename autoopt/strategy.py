@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from . import search
 from .config import StudyConfig
 from .lr_range import RangeTest, run_range_test
@@ -214,9 +216,12 @@ def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config
     """Queue the top configurations on the seeds they have not been trained on yet."""
     table = trials_table(search.read_records(study, list(by_name.values())))
     done = table[(table["outcome"] == "completed") & (table["purpose"] == "search")]
-    # the best configuration of each of the best optimizers: near-copies of one configuration at the
-    # edge of stability tend to fail together on a new seed, and then nothing re-evaluated is left
-    top = done.sort_values("final_val_loss").drop_duplicates("optimizer").head(config.reevaluate_top)
+    # the best configuration of each of the best optimizers first (near-copies of one configuration at
+    # the edge of stability tend to fail together on a new seed), then the next best configurations,
+    # so that a study where one optimizer alone completed still uses its re-evaluation budget
+    ranked = done.sort_values("final_val_loss").drop_duplicates("config")
+    leaders = ranked.drop_duplicates("optimizer")
+    top = pd.concat([leaders, ranked.drop(leaders.index)]).head(config.reevaluate_top)
     seen = set(zip(table["config"], table["seed"]))
     affordable = math.inf  # re-runs that fit in what is left of the budget (a promoted run may overrun)
     if config.total_budget is not None:

@@ -83,7 +83,7 @@ def test_weights_trade_loss_against_memory():
 
 
 def test_nothing_completed_is_an_error():
-    with pytest.raises(RuntimeError, match="no trial completed"):
+    with pytest.raises(RuntimeError, match="no configuration trained cleanly"):
         recommend(table(("sgd", 10.0, 0, "diverged", math.nan, math.nan)))
 
 
@@ -100,3 +100,13 @@ def test_the_recommendation_builds_the_torch_optimizer():
     rec.params["momentum"] = 0.9
     opt = rec.build(torch.nn.Linear(2, 1).parameters())
     assert type(opt).__name__ == "SGD" and opt.param_groups[0]["lr"] == 0.05
+
+
+def test_a_configuration_that_ends_above_its_starting_loss_is_never_recommended():
+    trials = table(("sgd", 1.0, 0, "completed", 3.68, 1.0), ("sgd", 1.0, 1, "completed", 3.70, 1.0),
+                   ("adam", 1e-3, 0, "completed", 2.40, 1.0))
+    trials["initial_val_loss"] = 2.3
+    with pytest.raises(RuntimeError, match="no configuration trained cleanly"):
+        recommend(trials)
+    trials.loc[2, "final_val_loss"] = 0.9
+    assert recommend(trials).optimizer == "adam"  # the single-seed one, since nothing re-evaluated learned
