@@ -95,7 +95,8 @@ def summarize_configs(trials: pd.DataFrame) -> pd.DataFrame:
         good = group[group["outcome"] == "completed"]
         losses = good["final_val_loss"].to_numpy(dtype=float)
         # a run that ends no better than it started learned nothing, whatever the other runs did
-        learned = "initial_val_loss" not in good or bool((good["final_val_loss"] < good["initial_val_loss"]).all())
+        start = good["initial_val_loss"] if "initial_val_loss" in good else pd.Series(math.nan, index=good.index)
+        learned = bool((start.isna() | (good["final_val_loss"] < start)).all())  # NaN: start unknown
         rows.append({
             "config": config,
             "optimizer": group["optimizer"].iloc[0],
