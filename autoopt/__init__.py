@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from . import config
 from .config import StudyConfig
 from .data import prepare_data
 from .device import select_device

@@ -27,7 +27,6 @@ are moved to it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import queue
@@ -36,7 +35,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from .artifacts import write_study_files
 from .records import Candidate, EpochRecord, TrialRecord
 
 if TYPE_CHECKING:
@@ -477,7 +477,7 @@ class MlflowTracker:
         self._send(pid, metrics, [], tags)
         self._log_time_to_target(trials)
         with tempfile.TemporaryDirectory(prefix="autoopt-mlflow-") as tmp:
-            _write_artifacts(Path(tmp), rec, trials)
+            write_study_files(Path(tmp), rec, trials)
             self._client.log_artifacts(pid, tmp)
 
     def _log_time_to_target(self, trials: pd.DataFrame) -> None:
@@ -633,34 +633,3 @@ def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
     they take, for every child run of a server-backed study."""
     with _temporary_env({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}):
         client.set_terminated(run_id, status)
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN and infinities become None: the file stays strict JSON that any reader accepts."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write_artifacts(folder: Path, rec: Recommendation | None, trials: pd.DataFrame) -> None:
-    from . import plots  # matplotlib is imported only when a study ends
-
-    if rec is not None:
-        data = {**rec.to_dict(), "target_val_loss": trials.attrs.get("target_loss")}
-        (folder / "recommendation.json").write_text(json.dumps(_jsonable(data), indent=2))
-    table = trials.copy()
-    for column in ("params", "val_curve"):  # JSON in a cell, so the CSV reads back into Python
-        table[column] = table[column].map(lambda v: json.dumps(_jsonable(v)))
-    table.to_csv(folder / "trials.csv", index=False)
-    figures = {"val_loss_curves.png": lambda: plots.plot_curves(trials),
-               "lr_sensitivity.png": lambda: plots.plot_lr_sensitivity(trials),
-               "tradeoff.png": lambda: plots.plot_tradeoff(trials, rec)}
-    for name, draw in figures.items():
-        try:
-            draw().savefig(folder / name, dpi=100)
-        except Exception as exc:  # a chart is not worth losing the JSON and the table for
-            warnings.warn(f"could not draw {name}: {type(exc).__name__}: {exc}", TrackingWarning, stacklevel=2)
