@@ -103,23 +103,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
         trial_budget = config.trial_budget
         remaining = None if trial_budget is None else max(trial_budget - search.finished_trials(study), 0)
         if not search.completed_trials(study):
-            # promote the best screened configuration to a full run, so at least one trial completes,
-            # then try the learning rates half a decade either side of the two best screened
-            # optimizers': the lr matters more than the optimizer on most problems, and the samplers
-            # rarely land that close within a few runs' budget
-            screened = _ranked_screens(study, specs, screen_epochs)
-            if screened:
-                best = screened[0]
-                search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed,
-                               finish=True)
-                remaining = None if remaining is None else max(remaining, 1)
-                neighbors = [(c, f) for c in screened[:2] for f in (10**0.5, 10**-0.5)] if config.refine_lr else []
-                if remaining is not None:
-                    neighbors = neighbors[:max(remaining - 1, 0)]
-                for candidate, factor in neighbors:
-                    neighbor = Candidate(candidate.optimizer, {**candidate.params, "lr": candidate.lr * factor})
-                    search.enqueue(study, neighbor, by_name[candidate.optimizer], config.space, "search",
-                                   config.seed)
+            remaining = _enqueue_promotions(study, specs, by_name, config, screen_epochs, remaining)
         if remaining is None and config.timeout is None:
             remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
         if limit is None or search.spent(study) < limit:
@@ -131,6 +115,27 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     finally:
         progress.close()
     return search.range_test_epochs(study)
+
+
+def _enqueue_promotions(study: Any, specs: list[OptimizerSpec], by_name: dict[str, OptimizerSpec],
+                        config: StudyConfig, screen_epochs: int, remaining: int | None) -> int | None:
+    """Queue the best screened configuration for a full run (finished even past the budget, so at
+    least one trial completes), then the learning rates half a decade either side of the two best
+    screened optimizers': the lr matters more than the optimizer on most problems, and the samplers
+    rarely land that close within a few runs' budget. Returns the trial budget left for the search."""
+    screened = _ranked_screens(study, specs, screen_epochs)
+    if not screened:
+        return remaining
+    best = screened[0]
+    search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed, finish=True)
+    remaining = None if remaining is None else max(remaining, 1)
+    neighbors = [(c, f) for c in screened[:2] for f in (10**0.5, 10**-0.5)] if config.refine_lr else []
+    if remaining is not None:
+        neighbors = neighbors[:max(remaining - 1, 0)]
+    for candidate, factor in neighbors:
+        neighbor = Candidate(candidate.optimizer, {**candidate.params, "lr": candidate.lr * factor})
+        search.enqueue(study, neighbor, by_name[candidate.optimizer], config.space, "search", config.seed)
+    return remaining
 
 
 def _screen_losses(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> list[tuple[float, float, Candidate]]:
