@@ -52,7 +52,7 @@ class RangeTest:
         if high <= low * 10:  # the minimum sits at an edge of the range: keep a decade to search
             low, high = (high / 10, high) if high <= dim.low * 10 else (low, low * 10)
         space = tuple(LogUniform("lr", low, high) if d.name == "lr" else d for d in spec.space)
-        default = min(max(lr / 10.0, low), high)
+        default = min(max(self.suggestion(), low), high)
         return replace(spec, space=space, defaults={**spec.defaults, "lr": default})
 
 

@@ -102,6 +102,11 @@ class Measurement:
                 return float(record.epoch), record.elapsed_seconds
         return math.nan, math.nan
 
+    @classmethod
+    def failure(cls, exc: BaseException) -> Measurement:
+        """A trial that raised: its exception type and message, nothing measured."""
+        return cls("failed", error=f"{type(exc).__name__}: {exc}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

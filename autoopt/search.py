@@ -163,6 +163,9 @@ def make_objective(
         if purpose not in purposes:  # queued for an earlier phase whose budget ran out first
             trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
             raise optuna.TrialPruned()
+        # epochs this trial may train before the budget is spent: read from the storage once per trial,
+        # not every epoch (on an RDB or sqlite storage that read is a query over every trial)
+        room = math.inf if epoch_limit is None or must_finish else epoch_limit - spent(trial.study)
 
         def should_stop(record: EpochRecord) -> bool:
             if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
@@ -172,7 +175,7 @@ def make_objective(
             trial.report(record.val_loss, record.epoch)
             if purpose == "screen" and record.epoch >= screen_epochs:
                 return True
-            if epoch_limit is not None and not must_finish and spent(trial.study) + record.epoch >= epoch_limit:
+            if record.epoch >= room:
                 return True  # the budget is spent: stop here rather than overrun it
             return trial.should_prune()
 
@@ -182,7 +185,7 @@ def make_objective(
             trial.set_user_attr("measurement", exc.measurement.to_dict())
             raise
         except Exception as exc:
-            failed = Measurement("failed", error=f"{type(exc).__name__}: {exc}")
+            failed = Measurement.failure(exc)
             trial.set_user_attr("measurement", failed.to_dict())
             raise
         trial.set_user_attr("measurement", measurement.to_dict())

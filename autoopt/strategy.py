@@ -185,7 +185,7 @@ def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, track
             tracker.end_trial(TrialRecord(number, candidate, spec.family, seed, purpose, exc.measurement))
             raise
         except Exception as exc:
-            measurement = Measurement("failed", error=f"{type(exc).__name__}: {exc}")
+            measurement = Measurement.failure(exc)
             record = TrialRecord(number, candidate, spec.family, seed, purpose, measurement)
             tracker.end_trial(record)
             progress.update(record)
