@@ -55,17 +55,14 @@ class StudyConfig:
     policy: Policy = "default"
     tolerance: float = 0.01  # "as good as the best" for the default policy
     memory_budget: int | None = None  # bytes for params + grads + optimizer state
-    reevaluate_top: int = 2  # configurations (the best of as many optimizers) retrained on extra seeds
+    reevaluate_top: int = 0  # configurations (the best of as many optimizers) retrained on extra seeds
     seeds: int = 2  # seeds each of those is trained on in all (the search's seed included)
     seed: int = 0
     sampler: str = "tpe"
-    pruner: str = "percentile"
+    pruner: str = "behind_best"  # stop a run far behind the best completed one at the same epoch
     space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
-    enqueue_defaults: bool = True  # screen each optimizer's known-good defaults first, at low fidelity
-    screen_epochs: int | None = None  # epochs of a screening trial; None: a tenth of epochs (at least 1)
-    eliminate: bool = True  # drop optimizers whose screening run is clearly dominated
-    refine_lr: bool = True  # after screening, try lr x/÷ 10^0.5 for the two best screened optimizers
-    lr_range_test: bool = False  # narrow each optimizer's lr range by a short range test first
+    refine_after: int = 3  # portfolio entries trained before the learning-rate line search starts
+    refine_lr: bool = True  # line search on the learning rate around the best configuration so far
     n_jobs: int = 1  # trials at once
     parallel: str = "processes"  # n_jobs > 1: forked worker processes sharing the storage, or "threads"
     val_fraction: float = 0.2
@@ -104,6 +101,8 @@ class StudyConfig:
                     f"on {self.seeds - 1} extra seed(s) ({self.reevaluation_cost} runs) and leave room to search; "
                     "raise the budget or lower reevaluate_top / seeds."
                 )
+        if isinstance(self.refine_after, bool) or not isinstance(self.refine_after, int) or self.refine_after < 1:
+            raise ValueError(f"refine_after must be a positive integer (portfolio entries) but got {self.refine_after!r}.")
         if not isinstance(self.reevaluate_top, int) or self.reevaluate_top < 0:
             raise ValueError(f"reevaluate_top must be 0 or a positive integer but got {self.reevaluate_top!r}.")
         if not 0 <= self.tolerance < 1:
@@ -136,6 +135,11 @@ class StudyConfig:
     def reevaluation_cost(self) -> int:
         """Training runs the re-evaluation of the top configurations takes, at most."""
         return self.reevaluate_top * (self.seeds - 1)
+
+    @property
+    def total_epochs(self) -> float | None:
+        """Epochs the whole study may spend, re-evaluation included, when a budget is set."""
+        return None if self.total_budget is None else self.total_budget * self.epochs
 
     @property
     def search_epochs(self) -> float | None:

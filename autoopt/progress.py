@@ -27,6 +27,10 @@ class ProgressBar:
                                           f"val_loss={self._best:.4g}", refresh=False)
             self._bar.update(1)
 
+    @property
+    def count(self) -> int:
+        return int(self._bar.n)
+
     def set_count(self, n: int) -> None:
         """Trials finished elsewhere (worker processes), read back from the storage."""
         with self._lock:

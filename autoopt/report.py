@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def _status(row: pd.Series) -> str:
     """How far a trial got, in words: 'pruned at epoch 2', 'diverged', 'infeasible' ..."""
     if row["outcome"] == "pruned":
-        return f"{'screened' if row['purpose'] == 'screen' else 'pruned'} at epoch {int(row['epochs'])}"
+        return f"pruned at epoch {int(row['epochs'])}"
     return str(row["outcome"])
 
 
@@ -34,15 +34,23 @@ class Report:
     trials: pd.DataFrame
     study: optuna.Study
     config: Any = None
-    epochs_spent: float = 0.0  # every training epoch of the study: trials, re-runs and range tests
+    epochs_spent: float = 0.0  # every training epoch of the study, re-runs included
     tracking_uri: str | None = None  # where MLflow recorded the study, if it did
     parent_run_id: str | None = None
+    wall_seconds: float = float("nan")  # the study's wall time in this call, from start to recommendation
+    bare_epoch_seconds: float = float("nan")  # one bare training epoch, measured in the same study
 
     @property
     def cost(self) -> float:
-        """What the study cost in training-run equivalents (epochs spent / epochs of one run)."""
+        """What the study cost in training-run equivalents (epoch-TRE: epochs spent / epochs of one run)."""
         epochs = getattr(self.config, "epochs", None)
         return self.epochs_spent / epochs if epochs else float("nan")
+
+    @property
+    def wall_cost(self) -> float:
+        """The study's wall time in bare training runs measured in the same study (wall-TRE)."""
+        epochs = getattr(self.config, "epochs", None)
+        return self.wall_seconds / (epochs * self.bare_epoch_seconds) if epochs else float("nan")
 
     @property
     def by_optimizer(self) -> pd.DataFrame:

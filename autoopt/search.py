@@ -26,9 +26,37 @@ from .training import TrainingInterrupted
 RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("successive_halving", "percentile", "hyperband", "median", "none")
+PRUNERS = ("behind_best", "successive_halving", "percentile", "hyperband", "median", "none")
 SPACES = ("full", "lr")
-PURPOSES = ("screen", "search", "reevaluation")
+#: Why a trial ran: a portfolio entry, a line-search step, a sampled (TPE) trial, a re-run on a new seed.
+PURPOSES = ("portfolio", "refine", "search", "reevaluation")
+SEARCH_PURPOSES = ("portfolio", "refine", "search")
+#: A trial whose epochs take more than this many bare epochs is charged for its time, not its epochs.
+COSTLY = 2.0
+#: The behind_best pruner stops a run whose loss is over this multiple of the best completed run's.
+BEHIND_BEST_FACTOR = 2.0
+
+
+class BehindBestPruner(optuna.pruners.BasePruner):
+    """Prune a trial whose loss at an epoch is over ``factor`` x the best completed trial's at that epoch.
+
+    Unlike a percentile rule it never prunes a run that is merely average: only one that is far behind
+    the best curve so far, so that the budget it frees goes to configurations that might still win.
+
+    >>> pruner = BehindBestPruner(factor=2.0, warmup=1)
+    """
+
+    def __init__(self, factor: float = BEHIND_BEST_FACTOR, warmup: int = 1) -> None:
+        self.factor, self.warmup = factor, warmup
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step <= self.warmup:
+            return False
+        value = trial.intermediate_values[step]
+        best = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("measurement", {}).get("outcome") == "completed" and step in t.intermediate_values]
+        return bool(best) and value > self.factor * min(best)
 
 
 def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
@@ -45,6 +73,8 @@ def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.s
 def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
     if isinstance(kind, optuna.pruners.BasePruner):
         return kind
+    if kind == "behind_best":
+        return BehindBestPruner()
     if kind == "successive_halving":
         # Asynchronous SH: a trial goes past epoch 1, 3, 9 ... only while it is among the best third
         # at that epoch (the best so far while few trials have reached it).
@@ -124,11 +154,9 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
 
 
 def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
-            purpose: str, seed: int, *, finish: bool = False) -> None:
-    """Queue ``candidate`` as the next trial; ``finish``: it trains to the end even past the budget."""
-    attrs: dict[str, Any] = {"purpose": purpose, "seed": seed}
-    if finish:
-        attrs["finish"] = True
+            purpose: str, seed: int, *, extra: dict[str, Any] | None = None) -> None:
+    """Queue ``candidate`` as the next trial, with ``extra`` user attributes (kept with the trial)."""
+    attrs: dict[str, Any] = {"purpose": purpose, "seed": seed, "key": candidate.key(), **(extra or {})}
     study.enqueue_trial(trial_params(candidate, spec, space), user_attrs=attrs)
 
 
@@ -138,34 +166,24 @@ def make_objective(
     seed: int,
     space: str,
     *,
-    screen_epochs: int = 1,
-    eliminated: frozenset[str] = frozenset(),
-    epoch_limit: float | None = None,
     purposes: frozenset[str] = frozenset(PURPOSES),
 ) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective: sample, train through ``run_trial``, store, and map the outcome.
+    """The Optuna objective: sample (or take the queued candidate), train through ``run_trial``, store.
 
-    ``screen`` trials stop after ``screen_epochs`` (a low-fidelity look at each optimizer); sampled
-    trials of an ``eliminated`` optimizer end at once, untrained, as pruned, which TPE counts as worst.
+    A trial queued for another phase than ``purposes`` ends at once, untrained, as "cancelled".
     """
 
     def objective(trial: optuna.Trial) -> float:
         purpose = str(trial.user_attrs.get("purpose", "search"))
         trial_seed = int(trial.user_attrs.get("seed", seed))
-        must_finish = bool(trial.user_attrs.get("finish", False))
         candidate = suggest_candidate(trial, specs, space)
         trial.set_user_attr("purpose", purpose)
         trial.set_user_attr("seed", trial_seed)
+        trial.set_user_attr("key", candidate.key())
         trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
-        if purpose == "search" and candidate.optimizer in eliminated:
-            trial.set_user_attr("measurement", Measurement("eliminated").to_dict())
-            raise optuna.TrialPruned()
-        if purpose not in purposes:  # queued for an earlier phase whose budget ran out first
+        if purpose not in purposes:  # queued for another phase: never trained here
             trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
             raise optuna.TrialPruned()
-        # epochs this trial may train before the budget is spent: read from the storage once per trial,
-        # not every epoch (on an RDB or sqlite storage that read is a query over every trial)
-        room = math.inf if epoch_limit is None or must_finish else epoch_limit - spent(trial.study)
 
         def should_stop(record: EpochRecord) -> bool:
             if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
@@ -173,10 +191,6 @@ def make_objective(
             if not math.isfinite(record.val_loss):
                 return True  # diverged: the training loop records it as such
             trial.report(record.val_loss, record.epoch)
-            if purpose == "screen" and record.epoch >= screen_epochs:
-                return True
-            if record.epoch >= room:
-                return True  # the budget is spent: stop here rather than overrun it
             return trial.should_prune()
 
         try:
@@ -214,9 +228,8 @@ def run(
     n_trials: int | None,
     timeout: float | None,
     n_jobs: int,
-    epoch_limit: float | None = None,
 ) -> None:
-    """Run trials until n_trials, timeout or the epoch limit; a trial's exception is a FAIL, not a crash."""
+    """Run up to ``n_trials`` trials within ``timeout``; a trial's exception is a FAIL, not a crash."""
     if n_trials is not None and n_trials <= 0:
         return
     study.optimize(
@@ -225,29 +238,34 @@ def run(
         timeout=timeout,
         n_jobs=n_jobs,
         catch=(Exception,),
-        callbacks=[stop_after_epochs(epoch_limit)] if epoch_limit is not None else None,
     )
 
 
-def spent(study: optuna.Study) -> float:
-    """Epochs spent so far by finished trials and range tests."""
-    return epochs_spent(study) + range_test_epochs(study)
+def spent(study: optuna.Study, epochs: int, costly_seconds: float | None = None) -> float:
+    """Epochs charged so far: each ended trial's epochs, or its time in epochs where that is more.
+
+    ``costly_seconds``: the training time of a run of ``epochs`` epochs at COSTLY x a bare epoch; a trial
+    that took longer per epoch is charged ``seconds / costly_seconds * epochs`` instead of its epochs.
+    """
+    total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        m = t.user_attrs.get("measurement")
+        if m is None:
+            continue
+        n = len(m.get("epochs", []))
+        seconds = float(m.get("seconds", 0.0) or 0.0)
+        total += max(n, seconds / costly_seconds * epochs) if costly_seconds else n
+    return total
 
 
-def epochs_spent(study: optuna.Study) -> int:
-    """Training epochs of every trial that has ended so far (pruned and diverged ones included)."""
-    return sum(len(t.user_attrs["measurement"].get("epochs", []))
-               for t in study.get_trials(deepcopy=False) if "measurement" in t.user_attrs)
+def bare_epoch_seconds(study: optuna.Study) -> float | None:
+    """Seconds of one bare training epoch on this study's model and data (the wall-time unit)."""
+    value = study.user_attrs.get("bare_epoch_seconds")
+    return None if value is None else float(value)
 
 
-def stop_after_epochs(limit: float) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
-    """An Optuna callback that stops the study once its trials have spent ``limit`` epochs."""
-
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if spent(study) >= limit:
-            study.stop()
-
-    return callback
+def save_bare_epoch_seconds(study: optuna.Study, seconds: float) -> None:
+    study.set_user_attr("bare_epoch_seconds", float(seconds))
 
 
 def completed_trials(study: optuna.Study) -> int:
@@ -262,13 +280,12 @@ def waiting_trials(study: optuna.Study, purpose: str | None = None) -> int:
                if purpose is None or t.user_attrs.get("purpose") == purpose)
 
 
-def finished_trials(study: optuna.Study, purposes: Sequence[str] = ("search", "screen")) -> int:
+def finished_trials(study: optuna.Study, purposes: Sequence[str] = SEARCH_PURPOSES) -> int:
     """Trials of these purposes that ended (interrupted ones excepted): the budget already spent."""
     count = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         outcome = t.user_attrs.get("measurement", {}).get("outcome")
-        if t.user_attrs.get("purpose", "search") in purposes and outcome not in ("interrupted", "eliminated",
-                                                                                  "cancelled"):
+        if t.user_attrs.get("purpose", "search") in purposes and outcome not in ("interrupted", "cancelled"):
             count += 1
     return count
 
@@ -294,20 +311,6 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
             )
         )
     return records
-
-
-def load_range_tests(study: optuna.Study) -> dict[str, dict[str, Any]] | None:
-    """Range tests stored with the study (so a resumed study narrows its ranges the same way)."""
-    return study.user_attrs.get("range_tests")
-
-
-def save_range_tests(study: optuna.Study, tests: dict[str, dict[str, Any]], epochs: float) -> None:
-    study.set_user_attr("range_tests", tests)
-    study.set_user_attr("range_test_epochs", epochs)
-
-
-def range_test_epochs(study: optuna.Study) -> float:
-    return float(study.user_attrs.get("range_test_epochs", 0.0))
 
 
 def save_tracking(study: optuna.Study, tracking_uri: str | None, parent_run_id: str | None) -> None:

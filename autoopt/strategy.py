@@ -1,19 +1,28 @@
-"""The search strategy: what a study spends its training on, in order.
+"""The search strategy: what a study spends its budget on, in order.
 
-1. Optionally, a learning-rate range test per optimizer narrows its learning-rate range.
-2. Each optimizer's known-good defaults are tried first (enqueued), so every family is measured once.
-3. The sampled search (TPE with a multi-fidelity pruner) runs until its trial count, its timeout or
-   its share of the budget (in training-run equivalents) is spent.
-4. The best few configurations are retrained on extra seeds, so a lucky seed cannot win and a
-   configuration that diverges on a seed it was not searched with is caught.
+1. **Portfolio.** Configurations chosen on the benchmark corpus's development problems
+   (``autoopt/portfolio.json``, made by ``benchmarks/make_portfolio.py``), trained in order at full
+   length. Each is good on many problems, and together they cover the kinds of problem where the first
+   one is not: the first entry alone is budget 1's answer. A run far behind the best completed run at
+   the same epoch is pruned, which frees its budget for the next entry.
+2. **Learning-rate line search** around the best configuration so far: a third of a decade up and down,
+   then on in the direction that improves, while it improves (the learning rate matters more than the
+   optimizer on most problems, and the corpus's best rates are spread over three decades).
+3. **The rest of the portfolio, then Optuna's TPE** over the full conditional space, warm-started by
+   everything the study already trained.
+4. Optionally, **re-evaluation** of the best configurations on extra seeds (``reevaluate_top``).
 
-Every step records its cost where a resumed study finds it: trials in Optuna's storage, range tests
-in the study's user attributes.
+The budget is in training-run equivalents (TRE): epochs spent over the epochs of one run, and a trial
+whose epochs take more than ``COSTLY`` times a bare epoch (one plain pass over the data, measured once
+per study) is charged for the extra time. A trial starts only while a whole run fits in what is left,
+so the budget is never overrun and no run is cut short by it. Every step is stored in the study, so a
+resumed study replays the same decisions from its storage and queues nothing twice.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +31,19 @@ import pandas as pd
 
 from . import search
 from .config import StudyConfig
-from .lr_range import RangeTest, run_range_test
+from .portfolio import portfolio_candidates
 from .progress import ProgressBar
 from .records import Candidate, EpochRecord, Measurement, TrialRecord
 from .registry import OptimizerSpec
 from .results import trials_table
 from .tracking import Tracker
-from .training import TrainingInterrupted, TrainingSetup, train_candidate
+from .training import TrainingInterrupted, TrainingSetup, measure_bare_epoch, train_candidate
 from .workers import run_forked
 
-#: Range-test length: one epoch of steps, within these bounds.
-RANGE_TEST_STEPS = (30, 100)
-#: An optimizer whose screening gain is below this fraction of the best gain is clearly dominated.
-ELIMINATE_BELOW = 0.25
+#: Learning-rate steps of the line search: a third of a decade, the corpus grid's spacing.
+LR_STEP = 10 ** (1 / 3)
+#: Line-search steps at most in one direction (a guard; the budget usually stops it first).
+MAX_STEPS = 6
 
 
 @dataclass
@@ -48,122 +57,193 @@ class Workers:
 
 
 def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
-                 tracker: Tracker, workers: Workers | None = None) -> float:
-    """Run the whole search on ``study``; returns the epochs spent on range tests."""
-    if config.lr_range_test:
-        specs = _narrow_by_range_tests(study, specs, setup, config)
+                 tracker: Tracker, workers: Workers | None = None) -> None:
+    """Run the whole search on ``study``: portfolio, line search, TPE, re-evaluation."""
     by_name = {s.name: s for s in specs}
-    if len(study.trials) == 0 and config.enqueue_defaults:
-        for spec in specs:
-            search.enqueue(study, Candidate(spec.name, dict(spec.defaults)), spec, config.space, "screen", config.seed)
+    if search.bare_epoch_seconds(study) is None:
+        search.save_bare_epoch_seconds(study, measure_bare_epoch(setup))
+    progress = ProgressBar(config.trial_budget, config.verbose)
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    runner = _Runner(study, specs, by_name, setup, config, tracker, workers, progress, deadline)
+    try:
+        runner.run_portfolio(config.refine_after)
+        if config.refine_lr:
+            _line_search(runner)
+        runner.run_portfolio(None)
+        runner.run_sampled()
+        if config.reevaluate_top and config.seeds > 1:
+            _enqueue_reevaluations(study, by_name, config, [config.seed + i for i in range(1, config.seeds)])
+            runner.run_queued("reevaluation", None, reevaluation=True)
+    finally:
+        progress.close()
 
-    extra_seeds = [config.seed + i for i in range(1, config.seeds)]
-    progress = ProgressBar(
-        None if config.trial_budget is None else config.trial_budget + config.reevaluation_cost, config.verbose)
-    screen_epochs = config.screen_epochs or max(1, config.epochs // 10)
-    finished_before = search.finished_trials(study, purposes=search.PURPOSES)
 
-    def phase(n_trials: int | None, timeout: float | None = None, eliminated: frozenset[str] = frozenset(),
-              limit: float | None = None, purposes: frozenset[str] = frozenset(search.PURPOSES)) -> None:
-        """Run up to ``n_trials`` trials here, or shared among the worker processes."""
+class _Runner:
+    """Runs trials of the study, here or in worker processes, within the trial count, time and budget."""
 
-        def objective(tracker_: Tracker, progress_: ProgressBar) -> Any:
-            return search.make_objective(specs, _trial_runner(by_name, setup, tracker_, progress_), config.seed,
-                                         config.space, screen_epochs=screen_epochs, eliminated=eliminated,
-                                         epoch_limit=limit, purposes=purposes)
+    def __init__(self, study: Any, specs: list[OptimizerSpec], by_name: dict[str, OptimizerSpec],
+                 setup: TrainingSetup, config: StudyConfig, tracker: Tracker, workers: Workers | None,
+                 progress: ProgressBar, deadline: float | None) -> None:
+        self.study, self.specs, self.by_name, self.setup = study, specs, by_name, setup
+        self.config, self.tracker, self.workers, self.progress = config, tracker, workers, progress
+        self.deadline = deadline
+        self.costly_seconds = search.COSTLY * config.epochs * search.bare_epoch_seconds(study)
 
-        if workers is None:
-            search.run(study, objective(tracker, progress), n_trials=n_trials, timeout=timeout,
-                       n_jobs=config.n_jobs, epoch_limit=limit)
+    def runs_left(self, reevaluation: bool = False) -> float:
+        """Whole trials that fit in the budget, the trial count and the time that are left."""
+        left = math.inf
+        limit = self.config.search_epochs if not reevaluation else self.config.total_epochs
+        if limit is not None:
+            left = math.floor((limit - search.spent(self.study, self.config.epochs, self.costly_seconds))
+                              / self.config.epochs + 1e-9)
+            if not search.completed_trials(self.study) and not reevaluation:
+                left = max(left, 1)  # a study always trains one run to the end, however small its budget
+        if self.config.n_trials is not None and not reevaluation:
+            left = min(left, self.config.n_trials - search.finished_trials(self.study))
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            left = 0
+        return max(left, 0)
+
+    def run_portfolio(self, at_most: int | None) -> None:
+        """Train the portfolio's entries in order until ``at_most`` of them (in all) have been queued.
+
+        Entries are queued only when they are about to run (Optuna runs queued trials first in, first
+        out, so a line-search step queued later must not wait behind the whole portfolio); each
+        entry's index is stored with its trial, so none is queued twice, on resume or by a worker.
+        """
+        entries = portfolio_candidates(self.specs)
+        if at_most is not None:
+            entries = entries[:at_most]
+        while True:
+            queued = {t.user_attrs.get("portfolio_index") for t in self.study.get_trials(deepcopy=False)}
+            todo = [i for i in range(len(entries)) if i not in queued]
+            n = int(min(len(todo), self.runs_left()))
+            if n <= 0:
+                self.run_queued("portfolio", None)  # entries queued by a run that was stopped
+                return
+            for i in todo[:n]:
+                candidate = entries[i]
+                search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space,
+                               "portfolio", self.config.seed, extra={"portfolio_index": i})
+            self.run_queued("portfolio", None)
+
+    def run_queued(self, purpose: str, at_most: int | None, reevaluation: bool = False) -> None:
+        """Run the queued trials of ``purpose`` in order, until ``at_most`` of them have run (in all)."""
+        while True:
+            waiting = search.waiting_trials(self.study, purpose)
+            n = min(waiting, self.runs_left(reevaluation))
+            if at_most is not None:
+                n = min(n, at_most - search.finished_trials(self.study, purposes=(purpose,)))
+            if n <= 0:
+                return
+            self._run(int(n), frozenset({purpose}))
+
+    def run_one(self, candidate: Candidate, purpose: str) -> bool:
+        """Train ``candidate`` now if it fits; False when the budget, the count or the time is spent."""
+        if self.runs_left() < 1:
+            return False
+        search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space, purpose,
+                       self.config.seed)
+        self._run(1, frozenset({purpose}), here=True)
+        return True
+
+    def run_sampled(self) -> None:
+        """TPE trials until the budget, the count or the time is spent."""
+        while True:
+            n = self.runs_left()
+            if n <= 0:
+                return
+            # an unbounded study (a timeout only) samples in rounds, so the deadline is checked between them
+            self._run(int(min(n, 50)), frozenset({"search"}))
+
+    def _run(self, n: int, purposes: frozenset[str], here: bool = False) -> None:
+        timeout = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+        objective = self._objective(self.tracker, self.progress, purposes)
+        if self.workers is None or here or n == 1:
+            search.run(self.study, objective, n_trials=n, timeout=timeout, n_jobs=1 if here else self.config.n_jobs)
             return
+        workers, config, study = self.workers, self.config, self.study
+        before = search.finished_trials(study, purposes=search.PURPOSES)
 
         def work(index: int) -> None:
             child_tracker = workers.new_tracker()
-            share = None if n_trials is None else n_trials // workers.n + (index < n_trials % workers.n)
-            child = search.create_study(study_name=study.study_name, storage=workers.storage,
-                                        sampler=config.sampler, pruner=config.pruner,
-                                        seed=config.seed + 1 + index, epochs=config.epochs)
+            share = n // workers.n + (index < n % workers.n)
+            child = search.create_study(study_name=study.study_name, storage=workers.storage, sampler=config.sampler,
+                                        pruner=config.pruner, seed=config.seed + 1 + index, epochs=config.epochs)
             status = "FINISHED"
             try:
-                search.run(child, objective(child_tracker, ProgressBar(None, enabled=False)), n_trials=share,
-                           timeout=timeout, n_jobs=1, epoch_limit=limit)
+                search.run(child, self._objective(child_tracker, ProgressBar(None, enabled=False), purposes),
+                           n_trials=share, timeout=timeout, n_jobs=1)
             except KeyboardInterrupt:
                 status = "KILLED"
                 raise
             finally:
                 child_tracker.close(status, end_study=False)
 
-        run_forked(workers.n, work, on_wait=lambda: progress.set_count(
-            search.finished_trials(study, purposes=search.PURPOSES) - finished_before), threads=workers.threads)
+        shown = self.progress.count
+        run_forked(min(workers.n, n), work, threads=workers.threads, on_wait=lambda: self.progress.set_count(
+            shown + search.finished_trials(study, purposes=search.PURPOSES) - before))
 
-    try:
-        limit = config.search_epochs
-        phase(search.waiting_trials(study, "screen"), purposes=frozenset({"screen"}))
-        eliminated = _dominated(study, specs, screen_epochs) if config.eliminate else frozenset()
-        trial_budget = config.trial_budget
-        remaining = None if trial_budget is None else max(trial_budget - search.finished_trials(study), 0)
-        if not search.completed_trials(study):
-            remaining = _enqueue_promotions(study, specs, by_name, config, screen_epochs, remaining)
-        if remaining is None and config.timeout is None:
-            remaining = 200  # the epoch budget stops the study; this only bounds a pathological loop
-        if limit is None or search.spent(study) < limit:
-            phase(remaining, config.timeout, eliminated, limit)
-        if extra_seeds and config.reevaluate_top:
-            leftover = search.waiting_trials(study)  # queued search trials the budget left unrun
-            queued = _enqueue_reevaluations(study, by_name, config, extra_seeds)
-            phase(leftover + queued, eliminated=eliminated, purposes=frozenset({"reevaluation"}))
-    finally:
-        progress.close()
-    return search.range_test_epochs(study)
+    def _objective(self, tracker: Tracker, progress: ProgressBar, purposes: frozenset[str]) -> Any:
+        return search.make_objective(self.specs, _trial_runner(self.by_name, self.setup, tracker, progress),
+                                     self.config.seed, self.config.space, purposes=purposes)
 
 
-def _enqueue_promotions(study: Any, specs: list[OptimizerSpec], by_name: dict[str, OptimizerSpec],
-                        config: StudyConfig, screen_epochs: int, remaining: int | None) -> int | None:
-    """Queue the best screened configuration for a full run (finished even past the budget, so at
-    least one trial completes), then the learning rates half a decade either side of the two best
-    screened optimizers': the lr matters more than the optimizer on most problems, and the samplers
-    rarely land that close within a few runs' budget. Returns the trial budget left for the search."""
-    screened = _ranked_screens(study, specs, screen_epochs)
-    if not screened:
-        return remaining
-    best = screened[0]
-    search.enqueue(study, best, by_name[best.optimizer], config.space, "search", config.seed, finish=True)
-    remaining = None if remaining is None else max(remaining, 1)
-    neighbors = [(c, f) for c in screened[:2] for f in (10**0.5, 10**-0.5)] if config.refine_lr else []
-    if remaining is not None:
-        neighbors = neighbors[:max(remaining - 1, 0)]
-    for candidate, factor in neighbors:
-        neighbor = Candidate(candidate.optimizer, {**candidate.params, "lr": candidate.lr * factor})
-        search.enqueue(study, neighbor, by_name[candidate.optimizer], config.space, "search", config.seed)
-    return remaining
+def _line_search(runner: _Runner) -> None:
+    """Step the best configuration's learning rate by LR_STEP up and down; go on while it improves.
 
-
-def _screen_losses(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> list[tuple[float, float, Candidate]]:
-    """(initial loss, loss at the screening epoch, candidate) of every screening run that trained cleanly."""
-    out = []
-    for record in search.read_records(study, specs):
-        m = record.measurement
-        if record.purpose == "screen" and len(m.epochs) >= screen_epochs and m.outcome != "diverged":
-            out.append((m.initial_val_loss, m.epochs[screen_epochs - 1].val_loss, record.candidate))
-    return out
-
-
-def _ranked_screens(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> list[Candidate]:
-    """Screened candidates, best loss at the screening epoch first."""
-    return [c for _, _, c in sorted(_screen_losses(study, specs, screen_epochs), key=lambda item: item[1])]
-
-
-def _dominated(study: Any, specs: list[OptimizerSpec], screen_epochs: int) -> frozenset[str]:
-    """Optimizers whose screening run improved the loss by less than ELIMINATE_BELOW of the best one.
-
-    Only optimizers that trained cleanly in screening are judged; one that diverged at its default
-    learning rate says nothing yet about its other rates.
+    Replayed from the storage on resume: a step already trained is read back, not trained again.
     """
-    improvement = {c.optimizer: initial - loss for initial, loss, c in _screen_losses(study, specs, screen_epochs)}
-    if len(improvement) < 2 or max(improvement.values()) <= 0:
-        return frozenset()
-    best = max(improvement.values())
-    return frozenset(name for name, gain in improvement.items() if gain < ELIMINATE_BELOW * best)
+    tried: set[str] = set()
+    while True:
+        best = _best_completed(runner)
+        if best is None or best.key() in tried:
+            return
+        tried.add(best.key())
+        best_loss = _loss_of(runner, best)
+        spec = runner.by_name[best.optimizer]
+        low, high = _lr_bounds(spec)
+        for direction in (LR_STEP, 1 / LR_STEP):
+            lr = best.lr
+            for _ in range(MAX_STEPS):
+                lr *= direction
+                if not low <= lr <= high:
+                    break
+                step = Candidate(best.optimizer, {**best.params, "lr": lr})
+                loss = _loss_of(runner, step)
+                if loss is None and not _tried(runner, step):
+                    if not runner.run_one(step, "refine"):
+                        return
+                    loss = _loss_of(runner, step)
+                if loss is None or loss >= best_loss:
+                    break
+                best_loss = loss
+
+
+def _lr_bounds(spec: OptimizerSpec) -> tuple[float, float]:
+    dim = next(d for d in spec.space if d.name == "lr")
+    return dim.low, dim.high
+
+
+def _records(runner: _Runner) -> list[TrialRecord]:
+    return [r for r in search.read_records(runner.study, runner.specs) if r.purpose != "reevaluation"]
+
+
+def _best_completed(runner: _Runner) -> Candidate | None:
+    done = [r for r in _records(runner) if r.measurement.outcome == "completed"]
+    return min(done, key=lambda r: r.measurement.final_val_loss).candidate if done else None
+
+
+def _tried(runner: _Runner, candidate: Candidate) -> bool:
+    return any(r.candidate.key() == candidate.key() for r in _records(runner))
+
+
+def _loss_of(runner: _Runner, candidate: Candidate) -> float | None:
+    """The final loss of ``candidate`` if it completed in this study (any purpose but re-evaluation)."""
+    for r in _records(runner):
+        if r.candidate.key() == candidate.key() and r.measurement.outcome == "completed":
+            return r.measurement.final_val_loss
+    return None
 
 
 def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracker: Tracker,
@@ -198,44 +278,21 @@ def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, track
     return run_trial
 
 
-def _narrow_by_range_tests(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup,
-                           config: StudyConfig) -> list[OptimizerSpec]:
-    """Each spec with its lr range narrowed by a range test (run once, stored with the study)."""
-    stored = search.load_range_tests(study)
-    if stored is None:
-        steps_per_epoch = max(1, -(-len(setup.split.train) // setup.batch_size))
-        steps = min(max(steps_per_epoch, RANGE_TEST_STEPS[0]), RANGE_TEST_STEPS[1])
-        tests = {s.name: run_range_test(setup, s, config.seed, steps) for s in specs}
-        stored = {name: {"lrs": t.lrs, "losses": t.losses, "steps": t.steps} for name, t in tests.items()}
-        search.save_range_tests(study, stored, sum(t.steps for t in tests.values()) / steps_per_epoch)
-    narrowed = []
-    for spec in specs:
-        entry = stored.get(spec.name)
-        test = RangeTest(spec.name, entry["lrs"], entry["losses"], entry["steps"]) if entry else None
-        narrowed.append(test.narrowed(spec) if test else spec)
-    return narrowed
-
-
 def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config: StudyConfig,
-                           extra_seeds: list[int]) -> int:
-    """Queue the top configurations on the seeds they have not been trained on yet."""
+                           extra_seeds: list[int]) -> None:
+    """Queue the top configurations on the seeds they have not been trained on yet (once)."""
     table = trials_table(search.read_records(study, list(by_name.values())))
-    done = table[(table["outcome"] == "completed") & (table["purpose"] == "search")]
+    done = table[(table["outcome"] == "completed") & (table["purpose"] != "reevaluation")]
     # the best configuration of each of the best optimizers first (near-copies of one configuration at
-    # the edge of stability tend to fail together on a new seed), then the next best configurations,
-    # so that a study where one optimizer alone completed still uses its re-evaluation budget
+    # the edge of stability tend to fail together on a new seed), then the next best configurations
     ranked = done.sort_values("final_val_loss").drop_duplicates("config")
     leaders = ranked.drop_duplicates("optimizer")
     top = pd.concat([leaders, ranked.drop(leaders.index)]).head(config.reevaluate_top)
     seen = set(zip(table["config"], table["seed"]))
-    affordable = math.inf  # re-runs that fit in what is left of the budget (a promoted run may overrun)
-    if config.total_budget is not None:
-        affordable = (config.total_budget * config.epochs - search.spent(study)) // config.epochs
-    queued = 0
+    queued = {(t.user_attrs.get("key"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
+              if t.user_attrs.get("purpose") == "reevaluation"}
     for _, row in top.iterrows():
         candidate = Candidate(row["optimizer"], dict(row["params"]))
         for seed in extra_seeds:
-            if (row["config"], seed) not in seen and queued < affordable:
+            if (row["config"], seed) not in seen and (candidate.key(), seed) not in queued:
                 search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed)
-                queued += 1
-    return queued

@@ -186,3 +186,26 @@ def _measure_memory(measurement: Measurement, model: nn.Module, optimizer: torch
         params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         peak = 2 * params + measurement.optimizer_state_bytes
     measurement.peak_memory_bytes = peak
+
+
+def measure_bare_epoch(setup: TrainingSetup) -> float:
+    """Seconds of one bare training epoch: forward, backward and a no-op SGD step over every batch,
+    then one validation pass (what a plain training loop does each epoch).
+
+    The unit a study's wall time is counted in (wall-TRE = wall seconds / (epochs x this)), and what a
+    costly optimizer's epochs are compared with. The model is a fresh copy; nothing is kept.
+    """
+    device = setup.device
+    model = setup.fresh_model(setup.seed).to(device)
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    generator = torch.Generator().manual_seed(setup.seed)
+    synchronize(device)
+    start = time.perf_counter()
+    for xb, yb in setup.split.train.batches(setup.batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        setup.task.loss_fn(model(xb), yb).backward()
+        optimizer.step()
+    evaluate(model, setup.split.val, setup.task)
+    synchronize(device)
+    return max(time.perf_counter() - start, 1e-9)

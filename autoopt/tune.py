@@ -9,6 +9,7 @@ weigh loss, speed and memory by the policy -> Report.
 from __future__ import annotations
 
 import copy
+import time
 from importlib import metadata
 from typing import Any
 
@@ -55,6 +56,7 @@ def tune(
     ...                      optimizers=["adam", "sgd"], tracking=False, verbose=False)
     >>> opt = report.recommendation.build(torch.nn.Linear(4, 2).parameters())
     """
+    started = time.perf_counter()
     config = _make_config(config, settings)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -88,7 +90,7 @@ def tune(
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
-        range_epochs = run_strategy(study, specs, setup, config, tracker, workers)
+        run_strategy(study, specs, setup, config, tracker, workers)
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records)
         if not (trials["outcome"] == "completed").any():
@@ -112,9 +114,11 @@ def tune(
             search.save_tracking(study, getattr(tracker, "tracking_uri", None),
                                  getattr(tracker, "parent_run_id", None))
     return Report(recommendation, trials, study, config,
-                  epochs_spent=float(trials["epochs"].sum()) + range_epochs,
+                  epochs_spent=float(trials["epochs"].sum()),
                   tracking_uri=getattr(tracker, "tracking_uri", None),
-                  parent_run_id=getattr(tracker, "parent_run_id", None))
+                  parent_run_id=getattr(tracker, "parent_run_id", None),
+                  wall_seconds=time.perf_counter() - started,
+                  bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
 
 
 def _make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:

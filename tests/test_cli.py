@@ -178,8 +178,9 @@ def test_run_again_resumes_and_a_larger_budget_searches_more(project, capsys):
 
 
 def test_ctrl_c_exits_130_with_the_resume_command_and_a_rerun_continues(project, capsys, monkeypatch):
-    # the recipe's model raises KeyboardInterrupt on its 12th forward call: a few calls into trial 2 or 3
-    monkeypatch.setenv("AUTOOPT_TEST_INTERRUPT_AT", "12")
+    # the recipe's model raises KeyboardInterrupt on its 30th forward call: a few calls into trial 2 or 3
+    # (the bare epoch that sets the study's time unit and trial 1 take the first ones)
+    monkeypatch.setenv("AUTOOPT_TEST_INTERRUPT_AT", "30")
     argv = ["run", "studies/tiny.toml", "--no-tracking", "--quiet"]
     assert main(argv) == 130
     message = one_line_error(capsys.readouterr().err, prefix="autoopt: interrupted; ")

@@ -145,8 +145,8 @@ def tracked(server, exotic_optimizers, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("tracked"))
         report = autoopt.tune(mlp(4, 3), (X, y), optimizers=["adam", "test-huge-sgd", "test-broken"],
-                              n_trials=9, seeds=2, reevaluate_top=1, pruner="none", study_name="tracked",
-                              tracking=True, tracking_uri=server, **TINY)
+                              n_trials=9, seeds=2, reevaluate_top=1, pruner="percentile", study_name="tracked",
+                              tracking=True, tracking_uri=server, **{**TINY, "epochs": 4})
     return report, MlflowClient(server)
 
 
@@ -195,7 +195,7 @@ def test_the_parent_run_holds_the_configuration_and_the_recommendation(tracked):
     assert parent.info.status == "FINISHED" and parent.info.run_name == "tracked"
     assert client.get_experiment(parent.info.experiment_id).name == "tracked"
     params, rec = parent.data.params, report.recommendation
-    assert params["epochs"] == "2" and params["seed"] == "0" and params["optimizers"].startswith("adam")
+    assert params["epochs"] == "4" and params["seed"] == "0" and params["optimizers"].startswith("adam")
     assert params["device"] == "cpu" and "version_torch" in params and "data_x_shape" in params
     assert params["rec_optimizer"] == rec.optimizer
     assert float(params["rec_lr"]) == pytest.approx(rec.params["lr"], rel=1e-5)
@@ -224,7 +224,7 @@ def test_every_trial_has_one_named_child_run_with_its_params(tracked):
         assert run.info.run_name.startswith(f"{row['optimizer']}-t{int(row['number']):03d}")
         assert params["optimizer"] == row["optimizer"] and float(params["lr"]) == pytest.approx(row["lr"], rel=1e-5)
         assert (params["seed"], params["purpose"]) == (str(row["seed"]), row["purpose"])
-        assert (params["epochs"], params["batch_size"], params["device"]) == ("2", "32", "cpu")
+        assert (params["epochs"], params["batch_size"], params["device"]) == ("4", "32", "cpu")
         assert tags["optimizer_family"] == row["family"] and tags["autoopt.study"] == "tracked"
     reruns = numbered[numbered["purpose"] == "reevaluation"]
     assert len(reruns) >= 1
@@ -431,13 +431,13 @@ def test_a_server_that_goes_away_costs_the_records_not_the_study(server, blobs, 
         def forward(self, x):
             if torch.is_grad_enabled():
                 steps.append(1)
-                if len(steps) == 14:  # in the third trial (6 steps a trial)
+                if len(steps) == 3 + 14:  # in the third trial (3 steps an epoch; the first epoch is the bare one)
                     proxy.cut()
             return self.net(x)
 
     with pytest.warns(TrackingWarning) as caught:
         report = autoopt.tune(CutsTheServer(), blobs, optimizers=["sgd"], n_trials=5, seeds=1, pruner="none",
-                              enqueue_defaults=False, study_name=f"cut-{uuid.uuid4().hex[:6]}",
+                              refine_lr=False, study_name=f"cut-{uuid.uuid4().hex[:6]}",
                               tracking_uri=f"http://127.0.0.1:{proxy.port}", **TINY)
     assert len(report.trials) == 5 and (report.trials["outcome"] == "completed").all()
     messages = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]

@@ -1,0 +1,405 @@
+"""autoopt against its peers on the corpus, at the same budgets, judged on held-out seeds (issue #8).
+
+Every method gets the same problem (its fixed train/validation split), the same model builder (the
+sampler seed ``s`` gives the initial weights and the data order) and a budget in training-run
+equivalents (TRE: epochs spent / the problem's epochs). Its recommendation is then trained on the 5
+held-out seeds no search ever sees, and compared with the grid's reference on the same seeds:
+regret = (mean - reference mean) / reference mean, with the seed-paired difference's standard error.
+
+Methods (``METHODS``):
+
+- ``autoopt``: ``autoopt.tune`` at its defaults (every registered optimizer, the shipped portfolio);
+- ``optuna_tpe_hyperband``: plain Optuna, TPESampler + HyperbandPruner over (optimizer in the grid's
+  families, log-uniform lr in [1e-5, 10]), other hyperparameters at registry defaults, trials until the
+  budget is spent;
+- ``random``: the same space with RandomSampler and no pruner;
+- ``adam_1e-3``: Adam at lr 1e-3, one run;
+- ``defaults``: each of the grid's families at its registry defaults, as many as the budget buys, the
+  best kept (the "several optimizers at their defaults" baseline of Schmidt et al., 2021);
+- ``algoperf_adamw5``: a fixed list of 5 AdamW / NAdamW points in the style of AlgoPerf's
+  external-tuning baselines, as many as the budget buys;
+- ``schedulefree``: one Schedule-Free AdamW run at its defaults (the ``schedulefree`` package);
+- ``previous``: autoopt as it was before this strategy (commit ``PREVIOUS``), run from that commit's
+  code in a subprocess.
+
+    python benchmarks/compare.py --jobs 2                      # the test fold, every method (README table)
+    python benchmarks/compare.py --fold dev --methods autoopt  # development problems
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import DEV, FOLD_RULE, PROBLEMS, TEST, split_of  # noqa: E402
+from grids import (FAMILIES, HELD_OUT_SEEDS, config_key, evaluate, final_loss, load, reference,  # noqa: E402
+                   save)
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "results"
+PREVIOUS = "c502f95"  # autoopt before the corpus-chosen strategy
+BUDGETS = (1, 2, 3, 5, 10, 20)
+PEER_BUDGETS = (3, 5)
+SAMPLER_SEEDS = (0, 1, 2)
+PLAIN_LR = (1e-5, 10.0)
+ALGOPERF_POINTS = (  # (optimizer, params beyond registry defaults)
+    ("adamw", {"lr": 1e-3, "weight_decay": 0.01}),
+    ("nadam", {"lr": 2e-3, "weight_decay": 0.05, "decoupled_weight_decay": True}),
+    ("adamw", {"lr": 3e-3, "beta2": 0.99, "weight_decay": 0.1}),
+    ("nadam", {"lr": 5e-4, "weight_decay": 0.01, "decoupled_weight_decay": True}),
+    ("adamw", {"lr": 1e-2, "beta1": 0.95, "weight_decay": 0.1}),
+)
+METHODS = ("autoopt", "optuna_tpe_hyperband", "random", "adam_1e-3", "defaults", "algoperf_adamw5", "schedulefree",
+           "previous")
+ONE_RUN = ("adam_1e-3", "schedulefree")  # the same single run at every budget: run once per seed
+
+
+# --- the methods -----------------------------------------------------------------------------------
+
+def _setup(name: str, seed: int) -> Any:
+    from autoopt.task import infer_task
+    from autoopt.training import TrainingSetup
+
+    problem, split = PROBLEMS[name], split_of(name)
+    model = problem.model(seed)
+    return TrainingSetup(model, split, infer_task(model, split), torch.device("cpu"), problem.epochs,
+                         problem.batch_size, seed)
+
+
+def _params(optimizer: str, extra: dict[str, Any]) -> dict[str, Any]:
+    from autoopt.registry import get_spec
+
+    return {**get_spec(optimizer).defaults, **extra}
+
+
+def _train(setup: Any, optimizer: str, params: dict[str, Any], on_epoch: Any = None) -> Any:
+    from autoopt.records import Candidate
+    from autoopt.registry import get_spec
+    from autoopt.training import train_candidate
+
+    return train_candidate(setup, get_spec(optimizer), Candidate(optimizer, dict(params)), setup.seed, on_epoch)
+
+
+def _best_of(runs: list[tuple[str, dict[str, Any], Any]]) -> dict[str, Any] | None:
+    done = [(m.final_val_loss, o, p) for o, p, m in runs if m.outcome == "completed" and math.isfinite(m.final_val_loss)]
+    if not done:
+        return None
+    _, o, p = min(done, key=lambda item: item[0])
+    return {"optimizer": o, "params": p}
+
+
+def run_fixed_list(name: str, seed: int, budget: float, points: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Train ``points`` in order while a whole run fits in the budget; recommend the best."""
+    setup = _setup(name, seed)
+    runs, epochs = [], 0
+    for optimizer, extra in points:
+        if runs and epochs + setup.epochs > budget * setup.epochs:
+            break
+        params = _params(optimizer, extra)
+        m = _train(setup, optimizer, params)
+        runs.append((optimizer, params, m))
+        epochs += len(m.epochs)
+    return {"recommendation": _best_of(runs), "tre": epochs / setup.epochs}
+
+
+def run_plain_optuna(name: str, seed: int, budget: float, kind: str) -> dict[str, Any]:
+    """Plain Optuna over (optimizer, log lr): TPE + Hyperband, or random search without pruning."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup = _setup(name, seed)
+    if kind == "tpe":
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed),
+                                    pruner=optuna.pruners.HyperbandPruner(1, setup.epochs, 3))
+    else:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
+                                    pruner=optuna.pruners.NopPruner())
+    limit, spent, runs = budget * setup.epochs, 0, []
+    while limit - spent >= 1:
+        trial = study.ask()
+        optimizer = trial.suggest_categorical("optimizer", list(FAMILIES))
+        params = _params(optimizer, {"lr": trial.suggest_float("lr", *PLAIN_LR, log=True)})
+        room = limit - spent
+
+        def on_epoch(record: Any, trial: Any = trial, room: float = room) -> bool:
+            if not math.isfinite(record.val_loss):
+                return True
+            trial.report(record.val_loss, record.epoch)
+            return record.epoch + 1 > room or trial.should_prune()
+
+        m = _train(setup, optimizer, params, on_epoch)
+        spent += len(m.epochs)
+        if m.outcome == "completed":
+            study.tell(trial, m.final_val_loss)
+            runs.append((optimizer, params, m))
+        elif m.outcome == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif math.isfinite(m.final_val_loss):
+            study.tell(trial, m.final_val_loss)  # diverged with a finite loss: what a plain objective returns
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return {"recommendation": _best_of(runs), "tre": spent / setup.epochs}
+
+
+def run_autoopt(name: str, seed: int, budget: float) -> dict[str, Any]:
+    import autoopt
+
+    problem, split = PROBLEMS[name], split_of(name)
+    report = autoopt.tune(problem.model(seed), (split.train.X, split.train.y), val_data=(split.val.X, split.val.y),
+                          epochs=problem.epochs, batch_size=problem.batch_size, budget=budget, seed=seed,
+                          device="cpu", tracking=False, verbose=False)
+    rec = report.recommendation
+    return {"recommendation": {"optimizer": rec.optimizer, "params": dict(rec.params)}, "tre": report.cost,
+            "wall_tre": report.wall_cost,
+            "trials": [[r.purpose, r.optimizer, float(r.lr), r.outcome, int(r.epochs)] for r in report.trials.itertuples()]}
+
+
+def run_schedulefree(name: str, seed: int, budget: float) -> dict[str, Any]:
+    from autoopt.registry import list_optimizers
+
+    optimizer = next((n for n in list_optimizers() if "schedulefree" in n or "schedule_free" in n), None)
+    if optimizer is None:
+        raise RuntimeError("no Schedule-Free optimizer registered (pip install schedulefree)")
+    return run_fixed_list(name, seed, 1, [(optimizer, {})])
+
+
+_PREVIOUS_SCRIPT = """
+import json, sys, torch
+sys.path.insert(0, {bench!r})
+from corpus import PROBLEMS, split_of
+import autoopt
+name, seed, budget = {name!r}, {seed}, {budget}
+torch.set_num_threads(1)
+problem, split = PROBLEMS[name], split_of(name)
+report = autoopt.tune(problem.model(seed), (split.train.X, split.train.y), val_data=(split.val.X, split.val.y),
+                      epochs=problem.epochs, batch_size=problem.batch_size, budget=budget, seed=seed,
+                      device="cpu", tracking=False, verbose=False)
+rec = report.recommendation
+print(json.dumps({{"recommendation": {{"optimizer": rec.optimizer, "params": dict(rec.params)}}, "tre": report.cost}}))
+"""
+
+
+def previous_tree() -> Path:
+    """The previous autoopt's package, extracted once from git into a temporary folder."""
+    root = Path(tempfile.gettempdir()) / f"autoopt-{PREVIOUS}"
+    if not (root / "autoopt" / "__init__.py").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", PREVIOUS, "autoopt"], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    return root
+
+
+def run_previous(name: str, seed: int, budget: float) -> dict[str, Any]:
+    script = _PREVIOUS_SCRIPT.format(bench=str(Path(__file__).resolve().parent), name=name, seed=seed, budget=budget)
+    env = {**os.environ, "PYTHONPATH": str(previous_tree()), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_method(name: str, method: str, seed: int, budget: float) -> dict[str, Any]:
+    """One search; never raises (an error is a result: no recommendation)."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        if method == "autoopt":
+            result = run_autoopt(name, seed, budget)
+        elif method == "optuna_tpe_hyperband":
+            result = run_plain_optuna(name, seed, budget, "tpe")
+        elif method == "random":
+            result = run_plain_optuna(name, seed, budget, "random")
+        elif method == "adam_1e-3":
+            result = run_fixed_list(name, seed, 1, [("adam", {"lr": 1e-3})])
+        elif method == "defaults":
+            result = run_fixed_list(name, seed, budget, [(o, {}) for o in FAMILIES])
+        elif method == "algoperf_adamw5":
+            result = run_fixed_list(name, seed, budget, list(ALGOPERF_POINTS))
+        elif method == "schedulefree":
+            result = run_schedulefree(name, seed, budget)
+        elif method == "previous":
+            result = run_previous(name, seed, budget)
+        else:
+            raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
+    except Exception as exc:
+        result = {"recommendation": None, "tre": None, "error": f"{type(exc).__name__}: {exc}"}
+    result.update(problem=name, method=method, seed=seed, budget=budget,
+                  seconds=round(time.perf_counter() - start, 2))
+    if result.get("recommendation"):
+        result["recommendation"]["params"] = {k: (v.item() if hasattr(v, "item") else v)
+                                              for k, v in result["recommendation"]["params"].items()}
+    return result
+
+
+# --- held-out evaluation and scores ----------------------------------------------------------------
+
+def _heldout_job(name: str, optimizer: str, params: dict[str, Any], seed: int) -> float | None:
+    torch.set_num_threads(1)
+    return final_loss(evaluate(name, optimizer, params, seed))
+
+
+def score(losses: list[float | None], ref: list[float]) -> dict[str, Any]:
+    """Regret against the reference on the same held-out seeds; None losses (diverged): regret inf."""
+    ref_mean = float(np.mean(ref))
+    if any(v is None for v in losses):
+        return {"regret": math.inf, "se": None, "diverged": True}
+    diff = np.asarray(losses) - np.asarray(ref)
+    return {"regret": float(diff.mean() / ref_mean), "se": float(diff.std(ddof=1) / math.sqrt(len(diff)) / ref_mean),
+            "diverged": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fold", choices=("test", "dev", "all"), default="test")
+    parser.add_argument("--problems", nargs="*")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SAMPLER_SEEDS))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    problems = args.problems or {"test": list(TEST), "dev": list(DEV), "all": list(PROBLEMS)}[args.fold]
+    out = args.out or OUT / f"compare-{args.fold}.json"
+    calls = []
+    for method in args.methods:
+        budgets = BUDGETS if method == "autoopt" else (1,) if method in ONE_RUN else PEER_BUDGETS
+        calls += [(n, method, s, b) for n in problems for s in args.seeds for b in budgets]
+    start = time.perf_counter()
+    runs = []
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_method, *call) for call in calls]
+        for i, future in enumerate(as_completed(futures), 1):
+            runs.append(future.result())
+            if i % 20 == 0 or i == len(futures):
+                print(f"  searches {i}/{len(futures)} ({time.perf_counter() - start:.0f} s)", flush=True)
+        # the held-out evaluations, computed in the pool and written to each problem's cache here
+        records = {n: load(n) for n in problems}
+        jobs = {}
+        for run in runs:
+            rec = run.get("recommendation")
+            if rec:
+                key = config_key(rec["optimizer"], rec["params"])
+                have = records[run["problem"]]["heldout"].get(key, {})
+                for seed in HELD_OUT_SEEDS:
+                    if str(seed) not in have:
+                        jobs[(run["problem"], key, seed)] = (run["problem"], rec["optimizer"], rec["params"], seed)
+        futures = {pool.submit(_heldout_job, *job): k for k, job in jobs.items()}
+        for i, future in enumerate(as_completed(futures), 1):
+            name, key, seed = futures[future]
+            records[name]["heldout"].setdefault(key, {})[str(seed)] = future.result()
+            if i % 50 == 0 or i == len(futures):
+                for record in records.values():
+                    save(record)
+                print(f"  held-out runs {i}/{len(futures)}", flush=True)
+    refs = {n: reference(records[n]) for n in problems}
+    for run in runs:
+        rec = run.get("recommendation")
+        if rec:
+            held = records[run["problem"]]["heldout"][config_key(rec["optimizer"], rec["params"])]
+            run["heldout"] = [held[str(s)] for s in HELD_OUT_SEEDS]
+            run["score"] = score(run["heldout"], refs[run["problem"]]["losses"])
+        else:
+            run["score"] = {"regret": math.inf, "se": None, "diverged": False, "none": True}
+    result = {"made": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fold": args.fold,
+              "fold_rule": FOLD_RULE, "problems": problems, "machine": machine(),
+              "wall_seconds": round(time.perf_counter() - start, 1), "references": refs, "runs": runs}
+    out.write_text(json.dumps(result, separators=(",", ":")) + "\n")
+    print(report_tables(result))
+    (out.with_suffix(".md")).write_text(report_tables(result) + "\n")
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "threads_per_run": 1}
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+def _pct(v: float) -> str:
+    return "div." if v == math.inf else f"{v:+.1%}"
+
+
+def per_problem(runs: list[dict[str, Any]], method: str, budget: float) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["method"] == method and (r["budget"] == budget or (method in ONE_RUN)):
+            out.setdefault(r["problem"], []).append(r)
+    return out
+
+
+def summary(runs: list[dict[str, Any]], method: str, budget: float) -> dict[str, Any]:
+    """Mean regret over problems (each the mean over sampler seeds), worst problem, target checks."""
+    groups = per_problem(runs, method, budget)
+    if not groups:
+        return {}
+    means, met5, met1, diverged = {}, 0, 0, 0
+    for name, rs in groups.items():
+        regrets = [r["score"]["regret"] for r in rs]
+        means[name] = float(np.mean(regrets))
+        diverged += sum(bool(r["score"].get("diverged")) for r in rs)
+        se = np.mean([r["score"]["se"] or 0.0 for r in rs])
+        met5 += means[name] <= 0.05 + 2 * se
+        met1 += means[name] <= 0.01 + 2 * se
+    costs = [r["tre"] for rs in groups.values() for r in rs if r.get("tre") is not None]
+    walls = [r["wall_tre"] for rs in groups.values() for r in rs if r.get("wall_tre") is not None]
+    return {"mean": float(np.mean(list(means.values()))), "worst": max(means.values()), "per": means,
+            "within5": met5, "within1": met1, "n": len(groups), "diverged": diverged,
+            "tre": float(np.mean(costs)) if costs else math.nan, "wall_tre": float(np.mean(walls)) if walls else math.nan}
+
+
+def report_tables(result: dict[str, Any]) -> str:
+    runs, problems = result["runs"], result["problems"]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    lines = [f"## {result['fold']} fold: {len(problems)} problems, sampler seeds {sorted({r['seed'] for r in runs})}",
+             "", "| method | budget (TRE) | mean regret | worst problem | within 5% (+2 SE) | within 1% (+2 SE) | "
+             "held-out divergences | epoch-TRE | wall-TRE |", "|---|---|---|---|---|---|---|---|---|"]
+    for method in methods:
+        budgets = sorted({r["budget"] for r in runs if r["method"] == method})
+        for budget in budgets:
+            s = summary(runs, method, budget)
+            if not s:
+                continue
+            wall = f"{s['wall_tre']:.2f}" if math.isfinite(s["wall_tre"]) else "-"
+            lines.append(f"| {method} | {budget:g} | {_pct(s['mean'])} | {_pct(s['worst'])} | {s['within5']}/{s['n']} | "
+                         f"{s['within1']}/{s['n']} | {s['diverged']} | {s['tre']:.2f} | {wall} |")
+    lines += ["", "Per problem (mean regret over sampler seeds); reference = the grid's best on held-out seeds:", "",
+              "| problem | reference | " + " | ".join(f"autoopt {b:g}" for b in BUDGETS) + " | "
+              + " | ".join(f"{m} 3 / 5" for m in methods if m != "autoopt") + " |",
+              "|---|---|" + "---|" * (len(BUDGETS) + len(methods) - 1)]
+    for name in problems:
+        ref = result["references"][name]
+        cells = [f"{ref['optimizer']} {ref['lr']:.2g}"]
+        for b in BUDGETS:
+            s = summary(runs, "autoopt", b)
+            cells.append(_pct(s["per"][name]) if s and name in s["per"] else "-")
+        for m in methods:
+            if m == "autoopt":
+                continue
+            parts = []
+            for b in ((1,) if m in ONE_RUN else PEER_BUDGETS):
+                s = summary(runs, m, b)
+                parts.append(_pct(s["per"][name]) if s and name in s["per"] else "-")
+            cells.append(" / ".join(parts))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

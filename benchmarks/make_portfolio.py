@@ -1,0 +1,52 @@
+"""Make ``autoopt/portfolio.json`` from the reference grids of the development problems (never by hand).
+
+Greedy, as in Auto-sklearn 2.0's portfolios: the first entry is the grid configuration with the lowest
+mean regret over the development problems; each next one is the configuration that most lowers the mean
+of each problem's best regret among the entries so far (regret capped at 100%, so one hopeless problem
+cannot dictate the order). Only configurations inside the registry's learning-rate range of their
+optimizer are eligible, so the study's search space contains every entry exactly.
+
+    python benchmarks/make_portfolio.py            # writes autoopt/portfolio.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import DEV, FOLD_RULE  # noqa: E402
+from grids import load, lr_of  # noqa: E402
+from simulate import Grid, greedy_portfolio  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "autoopt" / "portfolio.json"
+SIZE = 16
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=SIZE)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    grids = [Grid.load(n) for n in DEV]
+    entries = greedy_portfolio(grids, args.size)
+    record = {
+        "made_by": "benchmarks/make_portfolio.py",
+        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "corpus": {"fold": "development", "fold_rule": FOLD_RULE, "problems": list(DEV),
+                   "grid_versions": {n: load(n)["version"] for n in DEV}},
+        "entries": [{"optimizer": o, "lr": lr_of(k)} for o, k in entries],
+    }
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    for i, (o, k) in enumerate(entries, 1):
+        print(f"{i:2d}. {o:<9} lr {lr_of(k):.3g}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
