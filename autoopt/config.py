@@ -59,9 +59,9 @@ class StudyConfig:
     seeds: int = 2  # seeds each of those is trained on in all (the search's seed included)
     seed: int = 0
     sampler: str = "tpe"
-    pruner: str = "behind_best"  # stop a run far behind the best completed one at the same epoch
+    pruner: str = "none"  # an Optuna pruner for sampled trials; pruning portfolio runs lost on the corpus
     space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
-    refine_after: int = 3  # portfolio entries trained before the learning-rate line search starts
+    refine_after: int = 8  # portfolio entries trained before the learning-rate line search starts
     refine_lr: bool = True  # line search on the learning rate around the best configuration so far
     n_jobs: int = 1  # trials at once
     parallel: str = "processes"  # n_jobs > 1: forked worker processes sharing the storage, or "threads"

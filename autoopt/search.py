@@ -26,39 +26,13 @@ from .training import TrainingInterrupted
 RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("behind_best", "successive_halving", "percentile", "hyperband", "median", "none")
+PRUNERS = ("none", "successive_halving", "percentile", "hyperband", "median")
 SPACES = ("full", "lr")
 #: Why a trial ran: a portfolio entry, a line-search step, a sampled (TPE) trial, a re-run on a new seed.
 PURPOSES = ("portfolio", "refine", "search", "reevaluation")
 SEARCH_PURPOSES = ("portfolio", "refine", "search")
 #: A trial whose epochs take more than this many bare epochs is charged for its time, not its epochs.
 COSTLY = 2.0
-#: The behind_best pruner stops a run whose loss is over this multiple of the best completed run's.
-BEHIND_BEST_FACTOR = 2.0
-
-
-class BehindBestPruner(optuna.pruners.BasePruner):
-    """Prune a trial whose loss at an epoch is over ``factor`` x the best completed trial's at that epoch.
-
-    Unlike a percentile rule it never prunes a run that is merely average: only one that is far behind
-    the best curve so far, so that the budget it frees goes to configurations that might still win.
-
-    >>> pruner = BehindBestPruner(factor=2.0, warmup=1)
-    """
-
-    def __init__(self, factor: float = BEHIND_BEST_FACTOR, warmup: int = 1) -> None:
-        self.factor, self.warmup = factor, warmup
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None or step <= self.warmup:
-            return False
-        value = trial.intermediate_values[step]
-        best = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("measurement", {}).get("outcome") == "completed" and step in t.intermediate_values]
-        return bool(best) and value > self.factor * min(best)
-
-
 def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
     if isinstance(kind, optuna.samplers.BaseSampler):
         return kind
@@ -73,8 +47,6 @@ def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.s
 def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
     if isinstance(kind, optuna.pruners.BasePruner):
         return kind
-    if kind == "behind_best":
-        return BehindBestPruner()
     if kind == "successive_halving":
         # Asynchronous SH: a trial goes past epoch 1, 3, 9 ... only while it is among the best third
         # at that epoch (the best so far while few trials have reached it).
@@ -176,6 +148,7 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         purpose = str(trial.user_attrs.get("purpose", "search"))
         trial_seed = int(trial.user_attrs.get("seed", seed))
+        group = bool(trial.user_attrs.get("group", False))
         candidate = suggest_candidate(trial, specs, space)
         trial.set_user_attr("purpose", purpose)
         trial.set_user_attr("seed", trial_seed)
@@ -191,7 +164,7 @@ def make_objective(
             if not math.isfinite(record.val_loss):
                 return True  # diverged: the training loop records it as such
             trial.report(record.val_loss, record.epoch)
-            return trial.should_prune()
+            return False if group else trial.should_prune()  # a group's rungs decide for its runs
 
         try:
             measurement = run_trial(trial.number, candidate, trial_seed, purpose, should_stop)
@@ -254,7 +227,9 @@ def spent(study: optuna.Study, epochs: int, costly_seconds: float | None = None)
             continue
         n = len(m.get("epochs", []))
         seconds = float(m.get("seconds", 0.0) or 0.0)
-        total += max(n, seconds / costly_seconds * epochs) if costly_seconds else n
+        # runs trained at once (successive halving) share the cores, so their seconds say nothing of cost
+        timed = costly_seconds and not t.user_attrs.get("group")
+        total += max(n, seconds / costly_seconds * epochs) if timed else n
     return total
 
 

@@ -212,7 +212,7 @@ def cv_folds(names: Sequence[str], k: int) -> list[list[str]]:
 
 
 def evaluate_strategy(strategy: Callable[[Grid, int, float, list[Config]], tuple[Config | None, float]],
-                      grids: dict[str, Grid], budgets: Sequence[float], cv: int, size: int = 12) -> dict[float, dict[str, Any]]:
+                      grids: dict[str, Grid], budgets: Sequence[float], cv: int, size: int = 27) -> dict[float, dict[str, Any]]:
     """Mean regret over problems and seeds at each budget, the portfolio learned leave-fold-out."""
     out: dict[float, dict[str, Any]] = {}
     folds = cv_folds(list(grids), cv)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=int, default=4)
     parser.add_argument("--per-problem", action="store_true")
     args = parser.parse_args(argv)
-    grids = {n: Grid.load(n) for n in DEV if load(n)["runs"]}
+    grids = {n: Grid.load(n) for n in DEV if len(load(n)["runs"]) >= 2 * WINDOW * len(START)}
     print(f"{len(grids)} development problems with grids; portfolio learned {args.cv}-fold leave-fold-out")
     print(f"{'strategy':<28}" + "".join(f"  B={b:<5g} mean/worst/>5%/cost" for b in args.budgets))
     for name in args.strategies:
@@ -264,6 +264,120 @@ def main(argv: list[str] | None = None) -> int:
             for problem in grids:
                 print("   ", f"{problem:<22}", " ".join(f"{result[b]['per'][problem]:7.1%}" for b in args.budgets))
     return 0
+
+
+
+def sh_cost(n: int, epochs: int, eta: int) -> tuple[list[int], list[int], float]:
+    """Rung sizes and epochs of successive halving with continuation from ``n`` configurations."""
+    sizes, rungs = [n], []
+    while sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // eta))
+    m = len(sizes)
+    rungs = [max(1, round(epochs / eta ** (m - 1 - i))) for i in range(m)]
+    rungs[-1] = epochs
+    cost = sum(s * (r - (rungs[i - 1] if i else 0)) for i, (s, r) in enumerate(zip(sizes, rungs)))
+    return sizes, rungs, cost
+
+
+def run_halving(grid: Grid, seed: int, budget: float, portfolio: Sequence[Config], *, eta: int = 3,
+                line: bool = True, max_n: int = 27) -> tuple[Config | None, float]:
+    """Successive halving with continuation over the first n portfolio entries (n as large as the budget
+    allows), then, with what is left, a full-fidelity lr line search around the winner."""
+    search = Search(grid, seed, budget * grid.epochs)
+    n = 1
+    while n + 1 <= min(max_n, len(portfolio)) and sh_cost(n + 1, grid.epochs, eta)[2] <= budget * grid.epochs:
+        n += 1
+    sizes, rungs, _ = sh_cost(n, grid.epochs, eta)
+    alive = list(portfolio[:n])
+    for size, rung in zip(sizes, rungs):
+        alive = alive[:size]
+        scores = []
+        for config in alive:
+            run = grid.runs.get((config[0], config[1], seed))
+            curve = run["curve"] if run else [None]
+            upto = curve[:rung]
+            prev = search.curves.get(config, [])
+            search.spent += len(upto) - len(prev) if len(upto) >= len(prev) else 0
+            search.curves[config] = upto
+            last = upto[-1] if upto and len(upto) == min(rung, len(curve)) else None
+            scores.append((last if last is not None and len(upto) == rung else math.inf, config))
+        scores.sort(key=lambda item: item[0])
+        alive = [c for s, c in scores if math.isfinite(s)] or [scores[0][1]]
+    for config in alive[:1]:
+        run = grid.runs.get((config[0], config[1], seed))
+        if run and run["outcome"] == "completed" and len(search.curves[config]) == grid.epochs:
+            search.finals[config] = run["curve"][-1]
+    if line:
+        _line_search(search, None)
+    return search.best(), search.spent / grid.epochs
+
+
+STRATEGIES.update({
+    "halving3": lambda g, s, b, p: run_halving(g, s, b, p, line=False),
+    "halving3+line": lambda g, s, b, p: run_halving(g, s, b, p),
+    "halving2+line": lambda g, s, b, p: run_halving(g, s, b, p, eta=2),
+    "halving4+line": lambda g, s, b, p: run_halving(g, s, b, p, eta=4),
+})
+
+
+
+def asha_pruner(search: Search, eta: int = 3, min_epochs: int = 1) -> Callable[[int, float], bool]:
+    """Optuna's SuccessiveHalvingPruner, replayed: at rungs min_epochs * eta**i, a run goes on only while
+    it is in the top 1/eta of every run that reached that rung (itself included)."""
+    rungs = set()
+    r = min_epochs
+    while r < search.grid.epochs:
+        rungs.add(r)
+        r *= eta
+
+    def prune(epoch: int, loss: float) -> bool:
+        if epoch not in rungs:
+            return False
+        competing = sorted([c[epoch - 1] for c in search.curves.values() if len(c) >= epoch and c[epoch - 1] is not None]
+                           + [loss])
+        keep = max(1, len(competing) // eta)
+        return loss > competing[keep - 1]
+
+    return prune
+
+
+def run_portfolio_asha(grid: Grid, seed: int, budget: float, portfolio: Sequence[Config], *, eta: int = 3,
+                       min_fraction: float = 0.1, refine_after: int | None = None) -> tuple[Config | None, float]:
+    search = Search(grid, seed, budget * grid.epochs)
+    prune = asha_pruner(search, eta, max(1, round(grid.epochs * min_fraction)))
+    queue = list(portfolio)
+    entries = 0
+    while fits(search) and queue:
+        search.train(queue.pop(0), prune)
+        entries += 1
+        if refine_after is not None and entries >= refine_after:
+            _line_search(search, prune)
+            refine_after = None
+    return search.best(), search.spent / grid.epochs
+
+
+STRATEGIES.update({
+    "asha3": lambda g, s, b, p: run_portfolio_asha(g, s, b, p),
+    "asha3+line5": lambda g, s, b, p: run_portfolio_asha(g, s, b, p, refine_after=5),
+    "asha3+line8": lambda g, s, b, p: run_portfolio_asha(g, s, b, p, refine_after=8),
+    "asha2": lambda g, s, b, p: run_portfolio_asha(g, s, b, p, eta=2),
+    "asha3_r.2": lambda g, s, b, p: run_portfolio_asha(g, s, b, p, min_fraction=0.2),
+    "asha4": lambda g, s, b, p: run_portfolio_asha(g, s, b, p, eta=4),
+})
+
+
+
+def run_oracle(grid: Grid, seed: int, budget: float, portfolio: Sequence[Config]) -> tuple[Config | None, float]:
+    """A bound, not a strategy: the first floor(budget) entries, the truly best of them (grid means)."""
+    first = list(portfolio[:max(1, int(budget))])
+    return min(first, key=grid.regret), float(len(first))
+
+
+STRATEGIES.update({
+    "oracle": run_oracle,
+    "portfolio+line8": lambda g, s, b, p: run_portfolio(g, s, b, p, refine="line", refine_after=8),
+    "portfolio+line12": lambda g, s, b, p: run_portfolio(g, s, b, p, refine="line", refine_after=12),
+})
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_optimizers_lists_the_registry(capsys):
     for name in list_optimizers():
         assert f"\n{name} " in out
     adam = next(line for line in out.splitlines() if line.startswith("adam "))
-    assert "2x params + step" in adam and "lr 1e-05..0.1 log" in adam
+    assert "2x params + step" in adam and "lr 1e-05..1 log" in adam
 
 
 @pytest.mark.parametrize("name, expected", [
