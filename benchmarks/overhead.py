@@ -73,7 +73,7 @@ def autoopt_study(model, data, epochs: int, batch_size: int, runs: int, n_jobs: 
     """(wall seconds, training-run equivalents) of a study of ``runs`` full trials."""
     start = time.perf_counter()
     report = autoopt.tune(model, data, epochs=epochs, batch_size=batch_size, optimizers=OPTIMIZERS,
-                          n_trials=runs, pruner="none", enqueue_defaults=False, reevaluate_top=0,
+                          n_trials=runs, pruner="none", refine_lr=False, reevaluate_top=0,
                           sampler="random", n_jobs=n_jobs, tracking=tracking, tracking_uri=STORE,
                           study_name=f"bench-{time.time_ns()}", verbose=False)
     return time.perf_counter() - start, report.cost
