@@ -192,10 +192,16 @@ def _features(X: Any, what: str) -> torch.Tensor:
         return X.float() if X.dtype in (torch.float64, torch.bool) else X
     array = np.asarray(X)
     if array.dtype.kind in "fb":
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return _from_numpy(array, np.float32)
     if array.dtype.kind in "iu":
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))  # token ids stay integers
+        return _from_numpy(array, np.int64)  # token ids stay integers
     raise ValueError(f"{what}: X has dtype {array.dtype}; features must be numeric (float, int or bool).")
+
+
+def _from_numpy(array: np.ndarray, dtype: type) -> torch.Tensor:
+    """A tensor of ``array`` as ``dtype``, copied when it is read-only (pandas 3 hands out read-only
+    views under copy-on-write, which torch.from_numpy warns about)."""
+    return torch.from_numpy(np.require(array, dtype=dtype, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
 
 
 def _targets(y: Any, what: str) -> tuple[torch.Tensor, list[Any] | None]:
@@ -208,14 +214,14 @@ def _targets(y: Any, what: str) -> tuple[torch.Tensor, list[Any] | None]:
             return y.long(), None
         return (y.float() if y.dtype == torch.float64 else y), None
     if isinstance(y, pd.Series) and isinstance(y.dtype, pd.CategoricalDtype):
-        return torch.from_numpy(y.cat.codes.to_numpy(dtype=np.int64)), list(y.cat.categories)
+        return _from_numpy(y.cat.codes.to_numpy(), np.int64), list(y.cat.categories)
     array = np.asarray(y)
     if array.dtype.kind == "b":
         return torch.from_numpy(array.astype(np.int64)), None
     if array.dtype.kind in "iu":
         return torch.from_numpy(array.astype(np.int64)), None
     if array.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), None
+        return _from_numpy(array, np.float32), None
     if array.dtype.kind in "OUS":
         if array.ndim != 1:
             raise ValueError(f"{what}: label targets must be one-dimensional but have shape {array.shape}.")
