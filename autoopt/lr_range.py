@@ -79,7 +79,7 @@ def run_range_test(setup: TrainingSetup, spec: OptimizerSpec, seed: int, steps: 
             batches = iter(setup.split.train.batches(setup.batch_size, generator))
             xb, yb = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        loss = setup.task.loss_fn(model(xb), yb)
+        loss, _ = setup.task.batch_loss(model, xb, yb)
         loss.backward()
         optimizer.step()
         result.steps += 1
