@@ -262,3 +262,15 @@ def test_unclear_inputs_name_the_nearest_valid_value(blobs):
         with torch.device("meta"):
             model = mlp(4, 3)
         autoopt.tune(model, blobs)
+
+
+def test_a_study_file_space_table_overrides_ranges_and_is_checked(tmp_path):
+    from autoopt.studyfile import StudyFileError, load_study_file
+
+    path = tmp_path / "s.toml"
+    path.write_text('recipe = "digits_mlp"\noptimizers = ["adam"]\n\n[space.adam]\nlr = [1e-4, 1e-1]\n'
+                    'schedule = ["constant", "cosine"]\n')
+    assert load_study_file(path).settings.space == {"adam": {"lr": [1e-4, 1e-1], "schedule": ["constant", "cosine"]}}
+    path.write_text('recipe = "digits_mlp"\noptimizers = ["adam"]\n\n[space.sgd]\nlr = [1e-4, 1e-1]\n')
+    with pytest.raises(StudyFileError, match=r"\['sgd'\] that are not candidates"):
+        load_study_file(path)

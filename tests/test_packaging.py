@@ -36,8 +36,8 @@ def test_help_and_recipes_import_no_heavy_library(tmp_path):
 def test_import_autoopt_is_lazy_and_its_names_still_resolve(tmp_path):
     out = _python("import sys, autoopt\n"
                   "before = 'torch' in sys.modules\n"
-                  "import autoopt.tune\n"  # the submodule of the same name must not hide the function
-                  "print(before, callable(autoopt.tune), autoopt.recommend.__name__, autoopt.Candidate.__name__)\n",
+                  "import autoopt.recommend\n"  # the submodule of the same name must not hide the function
+                  "print(before, callable(autoopt.recommend), autoopt.recommend.__name__, autoopt.Candidate.__name__)\n",
                   tmp_path)
     assert out.split() == ["False", "True", "recommend", "Candidate"]
 
