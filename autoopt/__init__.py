@@ -3,49 +3,83 @@
 >>> import autoopt
 >>> sorted(autoopt.list_optimizers())[:3]
 ['adadelta', 'adafactor', 'adagrad']
+
+The public names are imported when first used (PEP 562), so that ``import autoopt`` and the
+``autoopt`` command start without importing torch, Optuna or MLflow until something needs them.
 """
 
 from __future__ import annotations
 
-from .config import StudyConfig
-from .data import prepare_data
-from .device import select_device
-from .muon import MuonWithAdamW
-from .recommend import Recommendation, recommend
-from .records import Candidate, EpochRecord, Measurement, TrialRecord
-from .registry import (
-    LogUniform,
-    OptimizerSpec,
-    Uniform,
-    dense_state,
-    get_spec,
-    list_optimizers,
-    register_optimizer,
-)
-from .report import Report
-from .tune import load_report, tune
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Candidate",
-    "EpochRecord",
-    "LogUniform",
-    "Measurement",
-    "MuonWithAdamW",
-    "OptimizerSpec",
-    "Recommendation",
-    "Report",
-    "StudyConfig",
-    "TrialRecord",
-    "Uniform",
-    "dense_state",
-    "get_spec",
-    "list_optimizers",
-    "load_report",
-    "prepare_data",
-    "recommend",
-    "register_optimizer",
-    "select_device",
-    "tune",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "StudyConfig": "config",
+    "prepare_data": "data",
+    "select_device": "device",
+    "MuonWithAdamW": "muon",
+    "Recommendation": "recommend",
+    "recommend": "recommend",
+    "Candidate": "records",
+    "EpochRecord": "records",
+    "Measurement": "records",
+    "TrialRecord": "records",
+    "LogUniform": "registry",
+    "OptimizerSpec": "registry",
+    "Uniform": "registry",
+    "dense_state": "registry",
+    "get_spec": "registry",
+    "list_optimizers": "registry",
+    "register_optimizer": "registry",
+    "Report": "report",
+    "load_report": "tune",
+    "tune": "tune",
+}
+
+__all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .config import StudyConfig
+    from .data import prepare_data
+    from .device import select_device
+    from .muon import MuonWithAdamW
+    from .recommend import Recommendation, recommend
+    from .records import Candidate, EpochRecord, Measurement, TrialRecord
+    from .registry import (LogUniform, OptimizerSpec, Uniform, dense_state, get_spec, list_optimizers,
+                           register_optimizer)
+    from .report import Report
+    from .tune import load_report, tune
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """Keeps ``autoopt.tune`` and ``autoopt.recommend`` the functions once their modules are imported.
+
+    Importing a submodule sets it as an attribute of its package; for the two public functions that
+    share their module's name, the function is kept instead, as an eager import would have done.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -5,6 +5,7 @@
     autoopt optimizers                      # the registry: families, state sizes, search spaces
     autoopt recipes                         # the recipes a study file can name
     autoopt ui                              # MLflow's UI on 127.0.0.1 for the default store
+    autoopt init                            # studies/my_study.toml + recipes/my_study.py to start from
 
 Exit codes: 0 success, 1 a failure at run time, 2 bad usage or a bad study file / recipe, 130 Ctrl-C.
 Errors are one line on stderr (``autoopt: error: ...``); ``--debug`` shows the traceback instead.
@@ -21,20 +22,19 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-import numpy as np
-import torch
+from .recipes import list_recipes, load_recipe, recipe_dirs
 
-from .device import select_device
-from .records import OUTCOMES
-from .recipes import RecipeError, list_recipes, load_recipe, recipe_dirs
-from .registry import LogUniform, OptimizerSpec, get_spec, list_optimizers
-from .studyfile import StudyFileError, default_storage, load_study_file
+# torch, Optuna, MLflow and pandas are imported by the commands that need them, so that --help and
+# the listings start at once (importing torch alone takes seconds on a busy machine).
+if TYPE_CHECKING:
+    from .registry import OptimizerSpec
 
 #: Exceptions that mean the user asked for something wrong (exit 2, no traceback): validation errors
-#: of settings and data are ValueError / TypeError, a bad study file or recipe subclasses ValueError.
-USER_ERRORS = (StudyFileError, RecipeError, ValueError, TypeError)
+#: of settings and data are ValueError / TypeError; a bad study file (StudyFileError) or recipe
+#: (RecipeError) subclasses ValueError.
+USER_ERRORS = (ValueError, TypeError)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -131,12 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.add_argument("--tracking-uri", help="the store to show (default: $MLFLOW_TRACKING_URI, else MLflow's default)")
     ui.set_defaults(handler=_ui)
+
+    init = commands.add_parser(
+        "init", parents=[common], help="write a study file and a recipe to start from",
+        description="Write studies/NAME.toml and recipes/NAME.py (a copy of the digits_mlp recipe to "
+                    "edit) into FOLDER; then: autoopt run studies/NAME.toml. Nothing is overwritten.")
+    init.add_argument("folder", metavar="FOLDER", nargs="?", default=".", help="where to write (default: here)")
+    init.add_argument("--name", default="my_study", help="the study's and the recipe's name (default: my_study)")
+    init.set_defaults(handler=_init)
     return parser
 
 
 # --- run ---------------------------------------------------------------------------------------------
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from .device import select_device
+    from .studyfile import load_study_file
     from .tune import tune  # looked up when called, so that a test can stand in for it
 
     study = load_study_file(args.study_file)
@@ -217,6 +227,8 @@ def _finished_trials(storage: str, study_name: str) -> int:
 
 
 def _print_report(report: Any, study_name: str, storage: str, out: TextIO) -> None:
+    from .records import OUTCOMES
+
     print("Best configuration of each optimizer:", file=out)
     print(report.table().to_string(index=False), file=out)
     print(file=out)
@@ -231,6 +243,10 @@ def _print_report(report: Any, study_name: str, storage: str, out: TextIO) -> No
 
 def _constructor(recommendation: Any) -> str:
     """The recommended optimizer as a line of Python, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
+    import torch
+
+    from .registry import get_spec
+
     spec = get_spec(recommendation.optimizer)
     cls = spec.optimizer_class
     name = f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls \
@@ -250,6 +266,7 @@ def _literal(value: Any) -> str:
 # --- show --------------------------------------------------------------------------------------------
 
 def _show(args: argparse.Namespace, argv: list[str]) -> int:
+    from .studyfile import default_storage, load_study_file
     from .tune import load_report
 
     name, storage = args.study, args.storage
@@ -276,6 +293,8 @@ def _sqlite_path(storage: str) -> Path | None:
 # --- optimizers and recipes --------------------------------------------------------------------------
 
 def _optimizers(args: argparse.Namespace, argv: list[str]) -> int:
+    from .registry import get_spec, list_optimizers
+
     rows = []
     for name in list_optimizers():
         spec = get_spec(name)
@@ -285,6 +304,8 @@ def _optimizers(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _space(spec: OptimizerSpec) -> str:
+    from .registry import LogUniform
+
     return ", ".join(f"{d.name} {d.low:g}..{d.high:g}{' log' if isinstance(d, LogUniform) else ''}"
                      for d in spec.space)
 
@@ -295,6 +316,7 @@ def state_per_parameter(spec: OptimizerSpec) -> str:
     The rule is probed with tensors of several shapes and fitted as ``k x params + r x (rows +
     cols) + s scalars``; when matrices and vectors differ, both are shown.
 
+    >>> from autoopt.registry import get_spec
     >>> state_per_parameter(get_spec("adam"))
     '2x params + step'
     >>> state_per_parameter(get_spec("adafactor"))
@@ -306,6 +328,9 @@ def state_per_parameter(spec: OptimizerSpec) -> str:
 
 
 def _fit_state(spec: OptimizerSpec, shapes: list[tuple[int, ...]]) -> str:
+    import numpy as np
+    import torch
+
     scalar = torch.zeros(()).element_size()  # the registry's unit for "step"-like 0-d state
     rows, sizes = [], []
     for shape in shapes:
@@ -341,6 +366,16 @@ def _print_table(headers: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
+# --- init --------------------------------------------------------------------------------------------
+
+def _init(args: argparse.Namespace, argv: list[str]) -> int:
+    from .starter import write_starter
+
+    study, recipe = write_starter(args.folder, args.name)
+    print(f"wrote {study} and {recipe}; edit the recipe's build(), then run: autoopt run {shlex.quote(str(study))}")
+    return EXIT_OK
+
+
 # --- ui ----------------------------------------------------------------------------------------------
 
 def _ui(args: argparse.Namespace, argv: list[str]) -> int:
@@ -358,10 +393,54 @@ def _ui(args: argparse.Namespace, argv: list[str]) -> int:
         command += ["--backend-store-uri", uri]
     print(f"MLflow UI for {uri or 'the default store (./mlflow.db or ./mlruns)'} at "
           f"http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    return _serve(command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def _serve(command: list[str], env: dict[str, str]) -> int:
+    """Run a server until it exits or this process is stopped (Ctrl-C, SIGTERM, SIGHUP); then stop it.
+
+    The server runs in its own process group, so that stopping it also stops the workers it started
+    (mlflow ui runs uvicorn in a child process), whatever signal stopped this process.
+    """
+    import signal
+
+    def stop(signum: int, frame: Any) -> NoReturn:
+        raise KeyboardInterrupt
+
+    handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, stop) for s in handled}
+    server = subprocess.Popen(command, env=env, start_new_session=os.name == "posix")
     try:
-        return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        return server.wait()
     except KeyboardInterrupt:  # the normal way to stop a server
         return EXIT_OK
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _stop_group(server)
+
+
+def _stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left after 10 s."""
+    import signal
+
+    if os.name != "posix":
+        server.terminate()
+        server.wait()
+        return
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:  # the whole group is gone
+            break
+        try:
+            server.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; its workers may not be yet
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            break
 
 
 # --- output ------------------------------------------------------------------------------------------

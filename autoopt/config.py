@@ -7,11 +7,12 @@ before any data is touched or any model trained.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .recommend import Policy, check_policy
-from .registry import resolve_specs
+from .registry import apply_space, resolve_specs
 from .search import PRUNERS, SAMPLERS, SPACES
 
 #: Below this many parameters a model trains on one CPU thread: intra-op parallelism gains nothing on
@@ -60,7 +61,9 @@ class StudyConfig:
     seed: int = 0
     sampler: str = "tpe"
     pruner: str = "none"  # an Optuna pruner for sampled trials; pruning portfolio runs lost on the corpus
-    space: str = "full"  # "full": every dimension of each optimizer's space; "lr": learning rate only
+    # "full": every dimension of each optimizer's space; "lr": learning rate only; or the user's own
+    # ranges per optimizer and dimension, e.g. {"adam": {"lr": [1e-4, 1e-1]}, "*": {"schedule": [...]}}
+    space: str | Mapping[str, Mapping[str, Any]] = "full"
     refine_after: int = 8  # portfolio entries trained before the learning-rate line search starts
     refine_lr: bool = True  # line search on the learning rate around the best configuration so far
     n_jobs: int = 1  # trials at once
@@ -75,10 +78,12 @@ class StudyConfig:
     tracking_uri: str | None = None
     experiment_name: str | None = None
     verbose: bool = True
+    task: str | None = None  # "classification" or "regression"; None: inferred from the targets and the model
+    precision: str = "fp32"  # "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
 
     def __post_init__(self) -> None:
         if self.optimizers is not None:
-            names = [self.optimizers] if isinstance(self.optimizers, str) else list(self.optimizers)
+            names = [self.optimizers] if isinstance(self.optimizers, (str, type)) else list(self.optimizers)
             resolve_specs(names)  # unknown names: one error listing the valid ones
             object.__setattr__(self, "optimizers", tuple(names))
         object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
@@ -116,6 +121,13 @@ class StudyConfig:
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("pruner", self.pruner, PRUNERS)
         _one_of("space", self.space, SPACES)
+        if isinstance(self.space, Mapping):
+            apply_space(resolve_specs(self.optimizers), self.space)  # checked against the registry now
+        elif not isinstance(self.space, str):
+            raise ValueError(f"space must be one of {list(SPACES)} or a dict of ranges per optimizer, e.g. "
+                             f"{{'adam': {{'lr': [1e-4, 1e-1]}}}}, but got {self.space!r}.")
+        _one_of("task", self.task, ("classification", "regression"))
+        _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("parallel", self.parallel, ("processes", "threads"))
         check_policy(self.policy)
 

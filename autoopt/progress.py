@@ -1,9 +1,22 @@
-"""A progress bar over trials that shows the best result so far (tqdm, as Optuna itself uses)."""
+"""A progress bar over a study that shows the best result so far (tqdm, as Optuna itself uses).
+
+``ProgressBar.for_study`` counts what the budget is counted in, training epochs: its total is the
+study's budget (``budget`` x ``epochs``, or the trial count x ``epochs`` when only ``n_trials``
+bounds it), it starts at what a resumed study has already spent, and ``finish()`` fills it when the
+study is done early (pruned trials spend less than a full run). ``ProgressBar(total, enabled)``
+counts trials, one per ``update``.
+
+>>> from autoopt.config import StudyConfig
+>>> bar = ProgressBar.for_study(StudyConfig(epochs=4, budget=3.0), spent=0, enabled=False)
+>>> bar.total, bar.unit
+(12, 'epoch')
+"""
 
 from __future__ import annotations
 
 import math
 import threading
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -13,10 +26,34 @@ from .records import TrialRecord
 class ProgressBar:
     """``update(record)`` after each trial; silent when ``enabled`` is False."""
 
-    def __init__(self, total: int | None, enabled: bool, description: str = "trials") -> None:
-        self._bar = tqdm(total=total, desc=description, unit="trial", disable=not enabled, dynamic_ncols=True)
+    def __init__(self, total: float | None, enabled: bool, description: str = "trials", *, unit: str = "trial",
+                 initial: float = 0, file: TextIO | None = None) -> None:
+        if unit not in ("trial", "epoch"):
+            raise ValueError(f"unit must be 'trial' or 'epoch' but got {unit!r}.")
+        self.total, self.unit = total, unit
+        self._n = min(initial, total) if total is not None else initial  # counted here: a disabled tqdm counts nothing
+        self._bar = tqdm(total=total, initial=self._n, desc=description, unit=unit, disable=not enabled,
+                         dynamic_ncols=True, file=file)
         self._best = math.inf
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_study(cls, config: Any, spent: float, enabled: bool) -> ProgressBar:
+        """A bar in epochs whose total is the study's budget and which starts at ``spent`` epochs."""
+        if config.total_budget is not None:
+            total: float | None = config.total_budget * config.epochs
+        elif config.trial_budget is not None:
+            total = float((config.trial_budget + config.reevaluation_cost) * config.epochs)
+        else:
+            total = None  # a timeout alone: no total to show
+        if total is not None and float(total).is_integer():
+            total = int(total)  # "15/15 epochs", not "15.0/15.0"
+        return cls(total, enabled, "epochs", unit="epoch", initial=spent)
+
+    @property
+    def n(self) -> float:
+        """What the bar shows as done."""
+        return self._n
 
     def update(self, record: TrialRecord) -> None:
         with self._lock:
@@ -25,18 +62,25 @@ class ProgressBar:
                 self._best = m.final_val_loss
                 self._bar.set_postfix_str(f"best {record.candidate.optimizer} lr={record.candidate.lr:.3g} "
                                           f"val_loss={self._best:.4g}", refresh=False)
-            self._bar.update(1)
+            step = len(m.epochs) if self.unit == "epoch" else 1
+            if self.total is not None:  # a run finished past the budget does not run the bar past its total
+                step = max(min(step, self.total - self._n), 0)
+            self._n += step
+            self._bar.update(step)
 
-    @property
-    def count(self) -> int:
-        return int(self._bar.n)
-
-    def set_count(self, n: int) -> None:
-        """Trials finished elsewhere (worker processes), read back from the storage."""
+    def set_count(self, n: float) -> None:
+        """Trials (or epochs, for a bar in epochs) finished elsewhere (worker processes), read back
+        from the storage."""
         with self._lock:
-            if n != self._bar.n:
-                self._bar.n = n
+            n = min(n, self.total) if self.total is not None else n
+            if n != self._n:
+                self._n = self._bar.n = n
                 self._bar.refresh()
+
+    def finish(self) -> None:
+        """The study is done: the bar shows its whole total, whatever pruning saved."""
+        if self.total is not None:
+            self.set_count(self.total)
 
     def close(self) -> None:
         self._bar.close()

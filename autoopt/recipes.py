@@ -32,12 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported when a recipe is built, not when recipes are listed
+    from torch import nn
 
-#: The recipes shipped with autoopt (present in a source checkout or an editable install).
-PACKAGED_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+#: The recipes shipped with autoopt: inside the package when installed from a wheel, the repo's
+#: recipes/ in a source checkout or an editable install.
+PACKAGED_RECIPES = next((p for p in (Path(__file__).resolve().parent / "_recipes",
+                                     Path(__file__).resolve().parent.parent / "recipes") if p.is_dir()),
+                        Path(__file__).resolve().parent.parent / "recipes")
 DEFAULT_FUNCTION = "build"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -67,6 +71,8 @@ class Recipe:
 
         Any exception it raises becomes a RecipeError naming the recipe (Ctrl-C passes through).
         """
+        from torch import nn
+
         try:
             takes_seed = "seed" in inspect.signature(self.build).parameters
         except (TypeError, ValueError):  # builtins and some C callables have no signature

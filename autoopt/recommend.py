@@ -78,6 +78,48 @@ class Recommendation:
         """The recommended torch optimizer over ``params``: ``opt = rec.build(model.parameters())``."""
         return get_spec(self.optimizer).build(params, self.params)
 
+    @property
+    def training_settings(self) -> Any:
+        """The recommended schedule, warm-up and clipping norm (``autoopt.schedules.TrainingSettings``)."""
+        from .schedules import split_params
+
+        return split_params(self.params)[1]
+
+    @property
+    def clip_norm(self) -> float | None:
+        """The gradient clipping norm to use (``torch.nn.utils.clip_grad_norm_``), None for no clipping."""
+        return self.training_settings.clip_norm
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        """The recommended schedule over ``total_steps`` optimizer steps, as a torch LambdaLR (a constant
+        one when none was recommended): call ``scheduler.step()`` after each ``optimizer.step()``.
+
+        >>> rec = Recommendation("sgd", {"lr": 0.1, "schedule": "cosine"})
+        >>> opt = rec.build(torch.nn.Linear(2, 1).parameters())
+        >>> rec.build_scheduler(opt, 100).__class__.__name__
+        'LambdaLR'
+        """
+        from .schedules import build_scheduler
+
+        return build_scheduler(optimizer, self.training_settings, total_steps)
+
+    def code(self) -> str:
+        """The recommendation as lines of Python: the optimizer, then its schedule and clipping if any."""
+        spec = get_spec(self.optimizer)
+        cls = spec.optimizer_class
+        name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
+                else f"{cls.__module__}.{cls.__qualname__}")
+        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params).items())
+        lines = [f"optimizer = {name}(model.parameters(), {kwargs})"]
+        settings = self.training_settings
+        if settings.schedule != "constant" or settings.warmup_fraction > 0:
+            lines.append(f"scheduler = recommendation.build_scheduler(optimizer, total_steps)  # {settings.schedule}"
+                         f", warm-up {settings.warmup_fraction:.0%}; scheduler.step() after each optimizer.step()")
+        if settings.clip_norm is not None:
+            lines.append(f"torch.nn.utils.clip_grad_norm_(model.parameters(), {settings.clip_norm:.4g})"
+                         "  # after loss.backward(), before optimizer.step()")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -178,7 +220,19 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         trial_numbers=list(chosen["trial_numbers"]),
     )
     rec.explanation = explain(rec, configs, trials, tolerance) + note
+    settings = rec.training_settings
+    if not settings.is_default:  # one line of code for each training setting the choice includes
+        rec.explanation += "\nWith its training settings:\n" + "\n".join(
+            "  " + line for line in rec.code().splitlines()[1:])
     return rec
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ")"
+    return repr(value)
 
 
 def format_bytes(n: float) -> str:

@@ -11,6 +11,7 @@ factory, an argument the optimizer does not take is an error, never silently dro
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any, Union
 import torch
 
 from .muon import MuonWithAdamW
+from .schedules import TRAINING_KEYS, check_training_params
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,15 @@ class Uniform:
     high: float
 
 
-Dimension = Union[LogUniform, Uniform]
+@dataclass(frozen=True)
+class Categorical:
+    """A choice among values (e.g. the learning-rate schedule: ``Categorical("schedule", ("constant", "cosine"))``)."""
+
+    name: str
+    choices: tuple[Any, ...]
+
+
+Dimension = Union[LogUniform, Uniform, Categorical]
 
 StateBytes = Callable[[Sequence[torch.Tensor], Mapping[str, Any]], int]
 
@@ -110,6 +120,9 @@ class OptimizerSpec:
     state_bytes: StateBytes
     fixed: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: the optimizer has train() / eval() modes (Schedule-Free): the loop calls them around training
+    #: and evaluation, and the weights it is evaluated with are those of eval()
+    train_eval_modes: bool = False
 
     def __post_init__(self) -> None:
         names = {d.name for d in self.space}
@@ -119,6 +132,7 @@ class OptimizerSpec:
         if missing:
             raise ValueError(f"optimizer {self.name!r}: no default for {sorted(missing)}.")
         self.check_arguments({**self.defaults, **self.fixed})
+        check_training_params({**self.defaults, **self.fixed})
 
     @property
     def accepted_arguments(self) -> list[str]:
@@ -126,13 +140,17 @@ class OptimizerSpec:
         return [n for n in signature.parameters if n not in ("self", "params")]
 
     def check_arguments(self, hparams: Mapping[str, Any]) -> None:
-        """Raise ValueError naming any argument the optimizer class does not take."""
+        """Raise ValueError naming any argument the optimizer class does not take.
+
+        The training settings (``schedule``, ``warmup_fraction``, ``clip_norm``) are the training
+        loop's, accepted with every optimizer and never passed to it.
+        """
         accepted = set(self.accepted_arguments)
         unknown = sorted(set(_to_kwargs(hparams)) - accepted)
         if unknown:
             raise ValueError(
                 f"optimizer {self.name!r} ({self.optimizer_class.__name__}) does not accept "
-                f"{unknown}; it accepts {sorted(accepted)}."
+                f"{unknown}; it accepts {sorted(accepted)} (and the training settings {list(TRAINING_KEYS)})."
             )
 
     def kwargs(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,8 +168,9 @@ class OptimizerSpec:
 
 
 def _to_kwargs(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Search dimensions are scalars; torch wants ``betas=(beta1, beta2)``."""
-    out = {k: v for k, v in hparams.items() if k not in ("beta1", "beta2")}
+    """Search dimensions are scalars; torch wants ``betas=(beta1, beta2)``; training settings are not
+    the optimizer's."""
+    out = {k: v for k, v in hparams.items() if k not in ("beta1", "beta2") and k not in TRAINING_KEYS}
     if "beta1" in hparams or "beta2" in hparams:
         out["betas"] = (hparams.get("beta1", 0.9), hparams.get("beta2", 0.999))
     return out
@@ -191,15 +210,112 @@ def resolve_specs(names: Iterable[str] | None) -> list[OptimizerSpec]:
     """The specs for ``names`` (all registered ones for None); unknown names are one error."""
     if names is None:
         return list(_REGISTRY.values())
-    if isinstance(names, str):
-        names = [names]
+    if isinstance(names, (str, type)):
+        names = [names]  # type: ignore[list-item]
     names = list(names)
     if not names:
         raise ValueError(f"optimizers is empty; give at least one of {sorted(_REGISTRY)}.")
+    classes = [n for n in names if not isinstance(n, str)]
+    if classes:
+        raise ValueError(_not_a_name(classes[0]))
     unknown = [n for n in names if n not in _REGISTRY]
     if unknown:
-        raise ValueError(f"unknown optimizer(s) {unknown}; valid names are {sorted(_REGISTRY)}.")
+        close = {n: difflib.get_close_matches(n, list(_REGISTRY), n=1) for n in unknown}
+        hints = "".join(f" (did you mean {c[0]!r} for {n!r}?)" for n, c in close.items() if c)
+        raise ValueError(f"unknown optimizer(s) {unknown}{hints}; valid names are {sorted(_REGISTRY)}.")
     return [_REGISTRY[n] for n in dict.fromkeys(names)]
+
+
+def _not_a_name(value: Any) -> str:
+    """What to write instead of an optimizer class (or anything else that is not a registry name)."""
+    shown = getattr(value, "__qualname__", None) or repr(value)
+    names = [s.name for s in _REGISTRY.values() if s.optimizer_class is value]
+    if names:
+        return (f"optimizers takes registry names, not classes: for {shown} write optimizers={names!r} "
+                "(see autoopt.list_optimizers()).")
+    if isinstance(value, type) and issubclass(value, torch.optim.Optimizer):
+        return (f"optimizers takes registry names, and {shown} is not registered: register it first with "
+                "autoopt.register_optimizer(autoopt.OptimizerSpec(name=..., optimizer_class="
+                f"{value.__name__}, space=..., defaults=..., state_bytes=...)), then name it.")
+    return f"optimizers takes registry names (strings) but got {shown}; valid names are {sorted(_REGISTRY)}."
+
+
+def with_space(spec: OptimizerSpec, overrides: Mapping[str, Any]) -> OptimizerSpec:
+    """``spec`` with its search space changed by ``overrides``, one entry per dimension:
+
+    - ``[low, high]``: the dimension's range (log scale where the registry's is, or for a new
+      ``clip_norm``), the default moved inside it;
+    - a list of other length, or of strings: a choice (``"schedule": ["constant", "cosine"]``);
+    - a single value: fixed at that value, not searched (not for ``lr``).
+
+    Dimensions may be the optimizer's own or the training settings (schedule, warmup_fraction,
+    clip_norm). Every error names the optimizer, the dimension and what is accepted.
+
+    >>> with_space(get_spec("adam"), {"lr": [1e-4, 1e-1]}).space[0]
+    LogUniform(name='lr', low=0.0001, high=0.1)
+    """
+    space = {d.name: d for d in spec.space}
+    defaults = dict(spec.defaults)
+    accepted = sorted(set(space) | (set(spec.accepted_arguments) - {"betas"}) | {"beta1", "beta2"} | set(TRAINING_KEYS))
+    for name, value in overrides.items():
+        where = f"space for {spec.name!r}: {name!r}"
+        if name not in accepted:
+            close = difflib.get_close_matches(name, accepted, n=1)
+            raise ValueError(f"{where} is not a dimension of {spec.name}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                             f"it has {accepted}.")
+        old = space.get(name)
+        if isinstance(value, (list, tuple)):
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if len(value) == 2 and numeric and not isinstance(old, Categorical):
+                low, high = float(value[0]), float(value[1])
+                log = isinstance(old, LogUniform) or (old is None and name in ("lr", "clip_norm", "eps", "weight_decay"))
+                if not low < high or (log and low <= 0):
+                    raise ValueError(f"{where} range {list(value)} must be [low, high] with low < high"
+                                     + (" and low > 0 (a log scale)" if log else "") + ".")
+                space[name] = (LogUniform if log else Uniform)(name, low, high)
+                current = defaults.get(name)
+                defaults[name] = (min(max(float(current), low), high) if isinstance(current, (int, float))
+                                  else (math.sqrt(low * high) if log else (low + high) / 2))
+            elif value:
+                choices = tuple(value)
+                space[name] = Categorical(name, choices)
+                current = defaults.get(name, "constant" if name == "schedule" else None)
+                defaults[name] = current if current in choices else choices[0]
+            else:
+                raise ValueError(f"{where} is an empty list; give [low, high], a list of choices or one value.")
+        else:
+            if name == "lr":
+                raise ValueError(f"{where} cannot be fixed: the learning rate is always searched; give [low, high].")
+            space.pop(name, None)
+            defaults[name] = value
+    if "clip_norm" in defaults and defaults["clip_norm"] is not None:
+        defaults["clip_norm"] = float(defaults["clip_norm"])
+    changed = OptimizerSpec(spec.name, spec.family, spec.optimizer_class, tuple(space.values()), defaults,
+                            spec.state_bytes, spec.fixed, spec.description, spec.train_eval_modes)
+    for dim in changed.space:
+        if isinstance(dim, Categorical) and dim.name in TRAINING_KEYS:
+            for choice in dim.choices:
+                try:
+                    check_training_params({dim.name: choice})
+                except ValueError as exc:
+                    raise ValueError(f"space for {spec.name!r}: {exc}") from None
+    return changed
+
+
+def apply_space(specs: Sequence[OptimizerSpec], space: Mapping[str, Mapping[str, Any]]) -> list[OptimizerSpec]:
+    """Every spec with the user's search-space overrides: ``space[name]``, after ``space["*"]``
+    (for every optimizer); a name that is not among ``specs`` is an error."""
+    names = {s.name for s in specs}
+    unknown = sorted(set(space) - names - {"*"})
+    if unknown:
+        raise ValueError(f"space names optimizer(s) {unknown} that are not candidates; the candidates are "
+                         f"{sorted(names)} (or '*' for all of them).")
+    for name, value in space.items():
+        if not isinstance(value, Mapping):
+            raise ValueError(f"space[{name!r}] must be a table of dimensions, e.g. {{'lr': [1e-4, 1e-1]}}, "
+                             f"but got {value!r}.")
+    return [with_space(s, {**space.get("*", {}), **space.get(s.name, {})}) if ("*" in space or s.name in space)
+            else s for s in specs]
 
 
 # --- the shipped optimizers, grouped by family ------------------------------------------------------
@@ -250,4 +366,37 @@ for _spec in [
                   {"lr": 0.02, "momentum": 0.95, "adamw_lr": 1e-3}, _muon_state,
                   description="Muon on 2-D weights, AdamW on the rest"),
 ]:
+    register_optimizer(_spec)
+
+
+# --- learning-rate-free optimizers, from their maintained packages (pip install "autoopt[lrfree]") ----
+
+def _lr_free_specs() -> list[OptimizerSpec]:
+    """Schedule-Free AdamW and Prodigy, where their packages are installed."""
+    specs = []
+    try:
+        from schedulefree import AdamWScheduleFree
+    except ImportError:
+        pass
+    else:
+        # state: z (the iterate the averages are taken around) and exp_avg_sq; the step is a group value
+        specs.append(OptimizerSpec(
+            "schedulefree_adamw", "lr-free", AdamWScheduleFree,
+            (LogUniform("lr", 1e-4, 1e-1), Uniform("beta1", 0.8, 0.95)), {"lr": 2.5e-3, "beta1": 0.9},
+            dense_state(2), train_eval_modes=True,
+            description="Schedule-Free AdamW (Defazio et al., 2024): no decay schedule needed"))
+    try:
+        from prodigyopt import Prodigy
+    except ImportError:
+        pass
+    else:
+        # state: exp_avg, exp_avg_sq, s and p0 (flattened copies, slice_p=1); the step is a Python int.
+        # lr is a multiplier of the step size Prodigy estimates (1.0 by its authors' advice).
+        specs.append(OptimizerSpec(
+            "prodigy", "lr-free", Prodigy, (LogUniform("lr", 0.1, 10.0),), {"lr": 1.0}, dense_state(4),
+            description="Prodigy (Mishchenko & Defazio, 2024): Adam with an estimated step size"))
+    return specs
+
+
+for _spec in _lr_free_specs():
     register_optimizer(_spec)

@@ -47,6 +47,18 @@ class Report:
         return self.epochs_spent / epochs if epochs else float("nan")
 
     @property
+    def charged_cost(self) -> float:
+        """What the budget counted, in TRE: epochs, or time where a trial's epochs cost over
+        ``search.COSTLY`` bare epochs each (never below ``cost``)."""
+        from . import search
+
+        epochs = getattr(self.config, "epochs", None)
+        if not epochs or self.study is None or not self.bare_epoch_seconds > 0:
+            return self.cost
+        costly = search.COSTLY * epochs * self.bare_epoch_seconds
+        return search.spent(self.study, epochs, costly) / epochs
+
+    @property
     def wall_cost(self) -> float:
         """The study's wall time in bare training runs measured in the same study (wall-TRE)."""
         epochs = getattr(self.config, "epochs", None)

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .records import Candidate, EpochRecord, Measurement, TrialRecord
-from .registry import LogUniform, OptimizerSpec
+from .registry import Categorical, LogUniform, OptimizerSpec
 from .training import TrainingInterrupted
 
 #: run_trial(number, candidate, seed, purpose, should_stop) -> Measurement, supplied by the caller
@@ -109,6 +109,9 @@ def suggest_candidate(trial: optuna.Trial, specs: Sequence[OptimizerSpec], space
     for dim in spec.space:
         if space == "lr" and dim.name != "lr":
             continue
+        if isinstance(dim, Categorical):
+            params[dim.name] = trial.suggest_categorical(_param_name(spec, dim.name), list(dim.choices))
+            continue
         params[dim.name] = trial.suggest_float(
             _param_name(spec, dim.name), dim.low, dim.high, log=isinstance(dim, LogUniform)
         )
@@ -119,8 +122,12 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
     """The Optuna params that make ``suggest_candidate`` return ``candidate`` (for enqueueing)."""
     params: dict[str, Any] = {"optimizer": candidate.optimizer}
     for dim in spec.space:
-        if space == "full" or dim.name == "lr":
-            value = min(max(float(candidate.params[dim.name]), dim.low), dim.high)
+        if space != "lr" or dim.name == "lr":  # "full", or the user's overrides (already in spec.space)
+            value = candidate.params[dim.name]
+            if isinstance(dim, Categorical):
+                value = value if value in dim.choices else dim.choices[0]
+            else:
+                value = min(max(float(value), dim.low), dim.high)
             params[_param_name(spec, dim.name)] = value
     return params
 

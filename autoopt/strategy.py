@@ -75,7 +75,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     by_name = {s.name: s for s in specs}
     if search.bare_epoch_seconds(study) is None:
         search.save_bare_epoch_seconds(study, measure_bare_epoch(setup))
-    progress = ProgressBar(config.trial_budget, config.verbose)
+    progress = ProgressBar.for_study(config, search.spent(study, config.epochs), config.verbose)
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     runner = _Runner(study, specs, by_name, setup, config, tracker, workers, progress, deadline)
     try:
@@ -89,6 +89,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
         if config.reevaluate_top and config.seeds > 1:
             _enqueue_reevaluations(study, by_name, config, [config.seed + i for i in range(1, config.seeds)])
             runner.run_queued("reevaluation", None, reevaluation=True)
+        progress.finish()
     finally:
         progress.close()
 
@@ -201,7 +202,6 @@ class _Runner:
             search.run(self.study, objective, n_trials=n, timeout=timeout, n_jobs=1 if here else self.config.n_jobs)
             return
         workers, config, study = self.workers, self.config, self.study
-        before = search.finished_trials(study, purposes=search.PURPOSES)
 
         def work(index: int) -> None:
             child_tracker = workers.new_tracker()
@@ -218,9 +218,8 @@ class _Runner:
             finally:
                 child_tracker.close(status, end_study=False)
 
-        shown = self.progress.count
-        run_forked(min(workers.n, n), work, threads=workers.threads, on_wait=lambda: self.progress.set_count(
-            shown + search.finished_trials(study, purposes=search.PURPOSES) - before))
+        run_forked(min(workers.n, n), work, threads=workers.threads,
+                   on_wait=lambda: self.progress.set_count(search.spent(study, config.epochs)))
 
     def _objective(self, tracker: Tracker, progress: ProgressBar, purposes: frozenset[str]) -> Any:
         return search.make_objective(self.specs, _trial_runner(self.by_name, self.setup, tracker, progress),

@@ -3,25 +3,36 @@
 It imports neither Optuna nor MLflow: the caller passes ``on_epoch``, which sees each epoch's
 record and answers whether to stop (pruning). Divergence and out-of-memory end a trial as an
 outcome, never an exception; an interrupt ends it with the partial measurement attached.
+
+Besides the optimizer, a configuration may set a learning-rate schedule, its warm-up and a gradient
+clipping norm (``autoopt.schedules``); the study may set a mixed precision (``precision="bf16"`` or
+``"fp16"``, autocast, with a gradient scaler for fp16). An optimizer with train/eval modes
+(Schedule-Free) is switched to train() for training and eval() for evaluation. With none of these,
+a step is what it always was: zero_grad, the loss of the batch, backward, step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from .data import VAL_CHUNK, Part, Split
+from .data import VAL_CHUNK, LoaderPart, Part, Split
 from .device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory, synchronize
 from .records import Candidate, EpochRecord, Measurement
 from .registry import OptimizerSpec
+from .schedules import Schedule, split_params
 from .task import Task
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 OnEpoch = Callable[[EpochRecord], bool]
 
@@ -46,8 +57,12 @@ class TrainingSetup:
     batch_size: int
     seed: int  # the search's seed: other seeds re-initialize the weights
     divergence_factor: float = 4.0  # val loss above this multiple of the initial loss = diverged
+    precision: str = "fp32"  # "bf16" / "fp16": forward and loss under autocast (fp16: CUDA, a grad scaler)
     _initial_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, self.device)
 
     def fresh_model(self, seed: int) -> nn.Module:
         """A new copy of the model with the initial weights of ``seed``.
@@ -74,7 +89,45 @@ class TrainingSetup:
             return self._initial_states[seed]
 
 
-def evaluate(model: nn.Module, part: Part, task: Task) -> tuple[float, float | None]:
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise ValueError for a precision that is unknown or that ``device`` cannot train in."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}.")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (autocast with a gradient scaler) but the device "
+                         f"is {device}; use 'bf16' or 'fp32' there.")
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """The autocast context of ``precision`` on ``device``; a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def batch_length(inputs: Any, target: Any) -> int:
+    """Samples in a batch: the target's length, else that of the first tensor among the inputs."""
+    if isinstance(target, torch.Tensor):
+        return len(target)
+    if isinstance(inputs, torch.Tensor):
+        return len(inputs)
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (tuple, list)) else ()
+    for value in values:
+        n = batch_length(value, None)
+        if n:
+            return n
+    return 0
+
+
+def steps_per_epoch(part: Part, batch_size: int) -> int:
+    """Optimizer steps in one pass over ``part``."""
+    if isinstance(part, LoaderPart):
+        return len(part.loader)
+    return -(-len(part) // batch_size)
+
+
+def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32") -> tuple[float, float | None]:
     """Mean loss and accuracy (None unless classification) of ``model`` on ``part``."""
     model.eval()
     total = torch.zeros((), device=next(model.parameters()).device)
@@ -83,14 +136,16 @@ def evaluate(model: nn.Module, part: Part, task: Task) -> tuple[float, float | N
     has_accuracy = True
     with torch.no_grad():
         for xb, yb in part.batches(VAL_CHUNK, None):
-            output = model(xb)
-            total += task.loss_fn(output, yb).detach().float() * len(xb)
+            n = batch_length(xb, yb)
+            with autocast(total.device, precision):
+                loss, output = task.batch_loss(model, xb, yb)
+            total += loss.detach().float() * n
             hits = task.correct(output, yb)
             if hits is None:
                 has_accuracy = False
             else:
                 correct += hits
-            count += len(xb)
+            count += n
     model.train()
     loss = float(total) / max(count, 1)  # one device sync per evaluation
     return loss, (float(correct) / max(count, 1) if has_accuracy else None)
@@ -114,9 +169,20 @@ def train_candidate(
         model = setup.fresh_model(seed).to(device)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = spec.build(params, candidate.params)
+        optimizer_params, settings = split_params(candidate.params)
+        optimizer = spec.build(params, optimizer_params)
+        modes = spec.train_eval_modes
+        schedule = None
+        if settings.schedule != "constant" or settings.warmup_fraction > 0:
+            schedule = Schedule(optimizer, settings, setup.epochs * steps_per_epoch(setup.split.train,
+                                                                                    setup.batch_size))
+        clip_norm = settings.clip_norm
+        precision = setup.precision
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         reset_peak_memory(device)
-        initial_loss, _ = evaluate(model, setup.split.val, setup.task)
+        if modes:
+            optimizer.eval()
+        initial_loss, _ = evaluate(model, setup.split.val, setup.task, precision)
         measurement.initial_val_loss = initial_loss
         generator = torch.Generator().manual_seed(seed)
         elapsed = 0.0
@@ -125,19 +191,38 @@ def train_candidate(
             start = time.perf_counter()
             total = torch.zeros((), device=device)
             count = 0
+            if modes:
+                optimizer.train()
             for xb, yb in setup.split.train.batches(setup.batch_size, generator):
+                n = batch_length(xb, yb)
                 optimizer.zero_grad(set_to_none=True)
-                loss = setup.task.loss_fn(model(xb), yb)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach().float() * len(xb)  # no .item(): a per-step sync would stall CUDA
-                count += len(xb)
+                with autocast(device, precision):
+                    loss, _ = setup.task.batch_loss(model, xb, yb)
+                if scaler is None:
+                    loss.backward()
+                else:
+                    scaler.scale(loss).backward()
+                if clip_norm is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                if schedule is not None:
+                    schedule.before_step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
+                total += loss.detach().float() * n  # no .item(): a per-step sync would stall CUDA
+                count += n
                 measurement.steps += 1
             train_loss = float(total) / max(count, 1)
             synchronize(device)
             seconds = time.perf_counter() - start
             elapsed += seconds
-            val_loss, val_accuracy = evaluate(model, setup.split.val, setup.task)
+            if modes:
+                optimizer.eval()
+            val_loss, val_accuracy = evaluate(model, setup.split.val, setup.task, precision)
             record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, elapsed)
             measurement.epochs.append(record)
             measurement.seconds = elapsed
@@ -204,7 +289,7 @@ def measure_bare_epoch(setup: TrainingSetup) -> float:
     start = time.perf_counter()
     for xb, yb in setup.split.train.batches(setup.batch_size, generator):
         optimizer.zero_grad(set_to_none=True)
-        setup.task.loss_fn(model(xb), yb).backward()
+        setup.task.batch_loss(model, xb, yb)[0].backward()
         optimizer.step()
     evaluate(model, setup.split.val, setup.task)
     synchronize(device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import time
+import sys
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
@@ -22,10 +24,10 @@ from .data import prepare_data
 from .device import select_device
 from .recommend import format_bytes, recommend
 from .records import Candidate, Measurement, TrialRecord
-from .registry import OptimizerSpec, resolve_specs
+from .registry import OptimizerSpec, apply_space, resolve_specs
 from .report import Report
 from .results import trials_table
-from .task import LossFn, infer_task
+from .task import LossFn, OutputFn, StepFn, check_device, infer_task
 from .tracking import Tracker, make_tracker
 from .strategy import Workers, run_strategy
 from .training import TrainingSetup
@@ -39,6 +41,8 @@ def tune(
     target: str | None = None,
     val_data: Any = None,
     loss_fn: LossFn | None = None,
+    output_fn: OutputFn | None = None,
+    step_fn: StepFn | None = None,
     config: StudyConfig | None = None,
     **settings: Any,
 ) -> Report:
@@ -48,7 +52,14 @@ def tune(
     DataLoader; ``val_data`` (same form) is held out from ``data`` when not given. ``settings`` are
     the fields of ``StudyConfig``: ``optimizers``, ``epochs``, ``batch_size``, ``n_trials``,
     ``timeout``, ``policy``, ``memory_budget``, ``seed``, ``storage``, ``study_name``, ``device``,
-    ``n_jobs``, ``tracking``, ``verbose`` ... The user's model keeps its weights.
+    ``n_jobs``, ``tracking``, ``verbose``, ``space``, ``task``, ``precision`` ... The user's model keeps
+    its weights.
+
+    What the model returns may be a tensor, a tuple (first element), a dict or an object with
+    ``logits`` / ``loss`` (a model that returns its own loss is trained on it); ``output_fn=`` picks
+    the prediction from anything else. DataLoader batches may be tuples (target last) or dicts
+    (``labels`` the target, or ``target=`` its key; the rest keyword inputs). ``step_fn(model,
+    batch) -> loss`` computes the loss of a batch of any other shape.
 
     >>> import torch, autoopt
     >>> X, y = torch.randn(200, 4), torch.randint(0, 2, (200,))
@@ -57,18 +68,26 @@ def tune(
     >>> opt = report.recommendation.build(torch.nn.Linear(4, 2).parameters())
     """
     started = time.perf_counter()
+    if isinstance(settings.get("optimizers"), type):
+        settings["optimizers"] = [settings["optimizers"]]  # named by StudyConfig's error: a class, not a name
     config = _make_config(config, settings)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"the model {type(model).__name__} has no trainable parameters (requires_grad=True).")
+    check_device(model)
     split = prepare_data(data, target=target, val_data=val_data, val_fraction=config.val_fraction,
-                         seed=config.seed, device=device)
+                         seed=config.seed, device=device, raw_batches=step_fn is not None)
     template = copy.deepcopy(model).to(device)  # the user's model is never touched
-    task = infer_task(template, split, loss_fn)
-    specs, infeasible = _check_memory(resolve_specs(config.optimizers), trainable, config)
+    task = infer_task(template, split, loss_fn, output_fn=output_fn, step_fn=step_fn, task=config.task)
+    if task.note and config.verbose:
+        print(f"autoopt: note: {task.note}", file=sys.stderr)
+    candidates = resolve_specs(config.optimizers)
+    if isinstance(config.space, Mapping):
+        candidates = apply_space(candidates, config.space)
+    specs, infeasible = _check_memory(candidates, trainable, config)
     setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
-                          config.divergence_factor)
+                          config.divergence_factor, precision=config.precision)
 
     study_name = config.study_name or f"autoopt-{type(model).__name__.lower()}"
     tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)

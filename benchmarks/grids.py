@@ -101,6 +101,15 @@ def fingerprint(name: str) -> str:
     """A hash of everything that decides a result on problem ``name``, measured (see the module doc)."""
     from autoopt.registry import get_spec
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the grid's workers: kernels on more threads sum in another order
+    try:
+        return _fingerprint(name, get_spec)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fingerprint(name: str, get_spec: Any) -> str:
     digest = hashlib.sha256(torch.__version__.encode())
     X, y = PROBLEMS[name].make_data()
     digest.update(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes())

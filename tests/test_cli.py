@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from autoopt import list_optimizers
+from autoopt import cli
 from autoopt.cli import main, state_per_parameter
 from autoopt.registry import get_spec
 from autoopt.search import finished_trials
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: A tiny problem whose forward pass can raise KeyboardInterrupt on its N-th call (Ctrl-C, deterministically).
 TINY_RECIPE = '''\
@@ -286,8 +293,8 @@ def test_a_failure_at_run_time_is_exit_1_and_debug_shows_the_traceback(project, 
 # --- ui ----------------------------------------------------------------------------------------------
 
 def test_ui_starts_mlflow_on_localhost(monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command, env=None: calls.append(command) or 0)
+    calls = []  # the command lines only: test_ui_stops_its_server_when_stopped runs the real server
+    monkeypatch.setattr(cli, "_serve", lambda command, env: calls.append(command) or 0)
     assert main(["ui", "--port", "5123"]) == 0
     assert main(["ui", "--tracking-uri", "sqlite:///x.db"]) == 0
     assert calls[0][calls[0].index("--host") + 1] == "127.0.0.1"
@@ -295,3 +302,58 @@ def test_ui_starts_mlflow_on_localhost(monkeypatch, capsys):
     assert calls[1][calls[1].index("--backend-store-uri") + 1] == "sqlite:///x.db"
     assert main(["ui", "--tracking-uri", "http://mlflow.example:5000"]) == 0  # a server: nothing to start
     assert len(calls) == 2 and "open it in a browser" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="signals and process groups as on POSIX")
+def test_ui_stops_its_server_when_stopped(tmp_path):
+    """A real `autoopt ui`: once its server answers, SIGTERM to autoopt alone stops the server too."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    ui = subprocess.Popen([sys.executable, "-m", "autoopt.cli", "ui", "--port", str(port),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert ui.poll() is None, f"autoopt ui exited with {ui.returncode} before its server answered"
+            assert time.monotonic() < deadline, "the MLflow server did not answer within 120 s"
+            time.sleep(0.25)  # polling for the port, not a synchronisation
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=30) == 0
+        assert not _answers(port), "the MLflow server kept running after autoopt ui was stopped"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+
+
+# --- init --------------------------------------------------------------------------------------------
+
+def test_init_writes_a_study_and_a_recipe_that_run(tmp_path, capsys):
+    assert main(["init", str(tmp_path), "--name", "first"]) == 0
+    assert "autoopt run" in capsys.readouterr().out
+    study = tmp_path / "studies" / "first.toml"
+    from autoopt.recipes import load_recipe
+    from autoopt.studyfile import load_study_file
+
+    loaded = load_study_file(study)
+    recipe = load_recipe(loaded.recipe, loaded.base_dir)
+    assert recipe.name == "first" and recipe.source == str((tmp_path / "recipes" / "first.py").resolve())
+    model, (X, y) = recipe.make(seed=0)
+    assert len(X) == len(y) == 1797
+    assert main(["init", str(tmp_path), "--name", "first"]) == 2  # never overwrites
+    assert "already exist" in capsys.readouterr().err

@@ -59,3 +59,24 @@ def test_out_of_memory_is_a_result_and_the_study_goes_on(blobs):
     outcomes = report.trials["outcome"].tolist()
     assert "oom" in outcomes
     assert torch.cuda.memory_allocated() < 1 << 30  # the failed trial's memory was given back
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_under_autocast_with_a_scaler_for_fp16(blobs, precision):
+    model = mlp(4, 3).to(CUDA)
+    split = prepare_data(blobs, device=CUDA)
+    setup = TrainingSetup(model, split, infer_task(model, split), CUDA, 3, 16, seed=0, precision=precision)
+    # clipping with fp16 unscales the gradients first; a schedule rides along
+    candidate = Candidate("adam", {"lr": 1e-2, "clip_norm": 1.0, "schedule": "cosine", "warmup_fraction": 0.1})
+    m = train_candidate(setup, get_spec("adam"), candidate, seed=0)
+    assert m.outcome == "completed" and m.final_val_loss < m.initial_val_loss
+    fp32 = TrainingSetup(model, split, setup.task, CUDA, 3, 16, seed=0)
+    reference = train_candidate(fp32, get_spec("adam"), candidate, seed=0)
+    assert m.val_losses != reference.val_losses  # autocast did run in lower precision
+    assert abs(m.final_val_loss - reference.final_val_loss) < 0.1 * reference.initial_val_loss
+
+
+def test_tune_takes_a_precision_on_cuda(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam"], n_trials=2, epochs=2, reevaluate_top=0,
+                          device="cuda", precision="bf16", tracking=False, verbose=False)
+    assert report.recommendation.optimizer == "adam"

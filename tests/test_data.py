@@ -98,3 +98,23 @@ def test_bad_data_is_named_before_training(X, y, message):
 def test_unaccepted_type_lists_the_accepted_forms():
     with pytest.raises(TypeError, match=r"int is not accepted.*DataFrame.*DataLoader"):
         prepare_data(42)
+
+
+def test_read_only_arrays_become_writable_tensors_without_a_warning():
+    import warnings
+
+    from autoopt.data import _from_numpy
+
+    array = np.arange(6, dtype=np.float64)
+    array.flags.writeable = False  # what pandas 3 hands out under copy-on-write
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = _from_numpy(array, np.float32)
+    assert tensor.dtype == torch.float32 and tensor.numpy().flags.writeable
+    assert tensor.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_dataframe_with_one_float_column_and_a_float_target_is_accepted_as_is():
+    df = pd.DataFrame({"a": np.linspace(0, 1, 20, dtype=np.float32), "t": np.linspace(1, 2, 20)})
+    split = prepare_data(df, target="t")
+    assert split.train.X.shape == (16, 1) and not split.classification

@@ -5,7 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from autoopt.recommend import recommend
+import torch
+
+from autoopt.recommend import Recommendation, recommend
 
 STATE = {"sgd": 0, "momentum": 400, "adam": 800}
 
@@ -110,3 +112,21 @@ def test_a_configuration_that_ends_above_its_starting_loss_is_never_recommended(
         recommend(trials)
     trials.loc[2, "final_val_loss"] = 0.9
     assert recommend(trials).optimizer == "adam"  # the single-seed one, since nothing re-evaluated learned
+
+
+def test_a_recommended_schedule_and_clipping_come_with_a_line_of_code_each():
+    rec = Recommendation("sgd", {"lr": 0.1, "schedule": "linear", "warmup_fraction": 0.1, "clip_norm": 0.5})
+    opt = rec.build(torch.nn.Linear(2, 1).parameters())
+    assert type(opt) is torch.optim.SGD and rec.clip_norm == 0.5
+    scheduler = rec.build_scheduler(opt, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.1 * (1 - 8 / 9))
+    lines = rec.code().splitlines()
+    assert lines[0] == "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)"
+    assert lines[1].startswith("scheduler = recommendation.build_scheduler(optimizer, total_steps)")
+    assert lines[2].startswith("torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)")
+    assert Recommendation("sgd", {"lr": 0.1}).code().count("\n") == 0  # nothing to add by default

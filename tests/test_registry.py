@@ -42,6 +42,8 @@ def test_each_entry_builds_steps_and_its_state_size_is_exact(name):
     model = SmallNet()
     before = [p.detach().clone() for p in model.parameters()]
     opt = spec.build(model.parameters(), spec.defaults)
+    if spec.train_eval_modes:  # Schedule-Free: steps only in train mode, as the training loop sets it
+        opt.train()
     for _ in range(2):
         opt.zero_grad()
         model(torch.randn(4, 1, 4, 4)).pow(2).mean().backward()
@@ -115,4 +117,22 @@ def test_a_spec_with_an_argument_its_class_rejects_fails_at_registration():
     with pytest.raises(ValueError, match="does not accept"):
         OptimizerSpec(name="bad", family="sgd", optimizer_class=torch.optim.SGD,
                       space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.1, "beta1": 0.9},
+                      state_bytes=dense_state(0))
+
+
+def test_the_learning_rate_free_optimizers_are_registered_where_installed():
+    pytest.importorskip("schedulefree")
+    pytest.importorskip("prodigyopt")
+    assert {"schedulefree_adamw", "prodigy"} <= set(list_optimizers())
+    assert get_spec("schedulefree_adamw").train_eval_modes and not get_spec("prodigy").train_eval_modes
+    assert {s.name for s in resolve_specs(None)} >= {"schedulefree_adamw", "prodigy"}  # the default candidates
+
+
+def test_training_settings_are_accepted_with_any_optimizer_and_never_passed_to_it():
+    opt = get_spec("sgd").build(torch.nn.Linear(2, 1).parameters(),
+                                {"lr": 0.1, "schedule": "cosine", "warmup_fraction": 0.1, "clip_norm": 1.0})
+    assert type(opt) is torch.optim.SGD and "schedule" not in opt.defaults
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosin'"):
+        OptimizerSpec(name="bad", family="sgd", optimizer_class=torch.optim.SGD,
+                      space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.1, "schedule": "cosin"},
                       state_bytes=dense_state(0))
