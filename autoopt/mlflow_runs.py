@@ -168,11 +168,18 @@ def epoch_metrics(m: Measurement, start_ms: int) -> list[tuple[str, float, int, 
     return metrics_of_epochs(logged_epochs(m), start_ms)
 
 
+#: What is logged per epoch. Not the epoch's seconds: each metric value costs the sqlite store about
+#: half a millisecond, and training time is already there twice, as the summary ``seconds`` and as
+#: the timestamps (training start + elapsed training time: MLflow's "relative time" axis).
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy")
+
+
 def metrics_of_epochs(epochs: list, start_ms: int) -> list[tuple[str, float, int, int]]:
     out = []
     for record in epochs:
         when = start_ms + int(1000 * record.elapsed_seconds)
-        out.extend((k, float(v), when, record.epoch) for k, v in record.metrics().items() if _finite(v))
+        values = record.metrics()
+        out.extend((k, float(values[k]), when, record.epoch) for k in EPOCH_METRICS if _finite(values.get(k)))
     return out
 
 

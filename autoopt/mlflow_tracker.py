@@ -103,6 +103,7 @@ class MlflowTracker:
         self.synced: dict[str, int] = {}  # what the last summary wrote: {"created": n, "rewritten": n}
         self._writer: Writer | None = None
         self._accepting = False  # between start_study and close: calls are queued
+        self._child_tags: dict[str, dict[str, str]] = {}
 
     # --- the Tracker protocol: called by tune() -------------------------------------------------
 
@@ -278,8 +279,12 @@ class MlflowTracker:
             live = _Live(record.candidate, record.family, record.seed, record.purpose, end_ms, time.monotonic())
         if live.run_id is None:  # the same start a backfilled run gets
             live.start_ms = runs.training_start_ms(record.measurement, end_ms, live.start_ms)
-        if live.failed or (live.run_id is None and self._create_child(number, live) is None):
+        if live.failed:
             return  # the summary (or a sync) writes this trial's run from the storage
+        if live.run_id is None:  # a short trial: its whole run in three calls, as a backfill writes it
+            child = runs.child_run(record, self._study_name, self.parent_run_id, live.start_ms, end_ms)
+            self._writer_attempt(self._write_child, child)
+            return
         m = record.measurement
         metrics = runs.metrics_of_epochs(runs.logged_epochs(m)[live.sent:], live.start_ms)
         metrics += [(k, v, end_ms, 0) for k, v in runs.summary_metrics(m).items()]
@@ -329,7 +334,9 @@ class MlflowTracker:
     def _reconcile(self, records: list[TrialRecord], times: dict[int, tuple[int, int]]) -> dict[int, str]:
         """Exactly one complete child run per trained trial; returns trial number -> run id."""
         by_number: dict[int, list[Run]] = {}
+        self._child_tags = {}  # run id -> tags, for _tag_comparison (one search for both)
         for run in self._children():
+            self._child_tags[run.info.run_id] = run.data.tags
             number = run.data.tags.get(runs.TRIAL_TAG, "")
             if number.isdigit():
                 by_number.setdefault(int(number), []).append(run)
@@ -369,7 +376,7 @@ class MlflowTracker:
         best = {int(n) for n in best_trained_per_optimizer(trials)["number"]}
         recommended = set(rec.trial_numbers) if rec is not None else set()
         rows = {int(r["number"]): r for _, r in trials.dropna(subset=["number"]).iterrows()}
-        current = {r.info.run_id: r.data.tags for r in self._children()}
+        current = self._child_tags  # runs written by _reconcile itself have neither tag: {} is right
         now = _now_ms()
         for number, run_id in run_ids.items():
             tags = current.get(run_id, {})

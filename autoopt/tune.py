@@ -77,14 +77,14 @@ def tune(
     threads = config.threads or (1 if device.type == "cpu" and sum(p.numel() for p in trainable) < SMALL_MODEL
                                  else None)
     study_params = _study_params(config, split, task.kind, device)
-    # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
-    study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
-                                pruner=config.pruner, seed=config.seed, epochs=config.epochs)
-    tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
     level = search.quiet_optuna()
     status = "FAILED"
     threads_before = torch.get_num_threads()
     try:
+        # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
+        study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
+                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+        tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
         if threads:
             torch.set_num_threads(threads)
         workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
