@@ -62,8 +62,10 @@ def run_study(uri: str):
     X, y = load_digits(return_X_y=True)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    # the README's example with a budget of 12 runs and no elimination after screening, so that most
+    # optimizers get past their 1-epoch screening run and the chart has curves to compare
     report = autoopt.tune(model, (X / 16, y), epochs=10, optimizers=["sgd", "momentum", "adam", "adamw", "rmsprop"],
-                          study_name="digits-mlp", tracking_uri=uri, verbose=False)
+                          budget=12, eliminate=False, study_name="digits-mlp", tracking_uri=uri, verbose=False)
     assert wait_for_background(120), "the study's charts were not uploaded within 120 s"
     print(report.recommendation.explanation)
     return report
@@ -83,20 +85,31 @@ def screenshots(uri: str, report) -> None:
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1500, "height": 900})
         page.goto(runs_url)
-        page.get_by_text("val_loss", exact=True).first.wait_for(timeout=60_000)
-        _settle(page)
+        page.get_by_text("matching runs").wait_for(timeout=60_000)
+        _close_assistant(page)
+        # the filter matches child runs, which the list shows nested under their parent: expand it
+        page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+        page.get_by_placeholder("Search metric charts").fill("^val_loss$")  # a regex: that chart alone
+        page.get_by_text("val_loss", exact=True).last.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)  # the chart's points arrive and animate in: nothing to poll for
+        page.locator("button[data-component-id$='fullscreen_button_chartcard']").first.click()  # a big view
+        page.wait_for_timeout(3000)
         page.screenshot(path=str(DOCS / "mlflow-best-of-optimizer.png"))
         page.goto(parent_url)
+        page.get_by_text("Show more").first.wait_for(timeout=60_000)
+        _close_assistant(page)
+        page.get_by_text("Show more").first.click()  # the whole description: the explanation
         page.get_by_text("Recommended runs").first.wait_for(timeout=60_000)
-        _settle(page)
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(DOCS / "mlflow-parent-run.png"))
         browser.close()
 
 
-def _settle(page) -> None:
-    """Wait until the page stops fetching (charts draw after their metric requests)."""
-    page.wait_for_load_state("networkidle", timeout=60_000)
-    page.wait_for_timeout(1500)  # the charts' drawing animation: nothing to poll for, a fixed pause
+def _close_assistant(page) -> None:
+    """MLflow 3 opens its assistant panel beside the page; it is not what these pictures show."""
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
 
 
 def main() -> None:
