@@ -34,14 +34,22 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataFrame) -> None:
-    """Write recommendation.json (when there is one), trials.csv and the PNG charts into ``folder``."""
+def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataFrame,
+                      run_ids: Mapping[int, str] | None = None) -> None:
+    """Write recommendation.json (when there is one), trials.csv and the PNG charts into ``folder``.
+
+    ``run_ids`` (trial number -> MLflow run id) puts the recommended runs' ids in the JSON and a
+    ``run_id`` column in the table, so that each row leads to its run.
+    """
     from . import plots  # matplotlib is imported only when a study ends
 
+    run_ids = run_ids or {}
     if rec is not None:
-        data = {**rec.to_dict(), "target_val_loss": trials.attrs.get("target_loss")}
+        data = {**rec.to_dict(), "run_ids": [run_ids[n] for n in rec.trial_numbers if n in run_ids],
+                "target_val_loss": trials.attrs.get("target_loss")}
         (folder / "recommendation.json").write_text(json.dumps(jsonable(data), indent=2))
     table = trials.copy()
+    table["run_id"] = [run_ids.get(int(n)) if pd.notna(n) else None for n in table["number"]]
     for column in ("params", "val_curve"):  # JSON in a cell, so the CSV reads back into Python
         table[column] = table[column].map(lambda v: json.dumps(jsonable(v)))
     table.to_csv(folder / "trials.csv", index=False)

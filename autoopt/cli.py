@@ -6,6 +6,7 @@
     autoopt recipes                         # the recipes a study file can name
     autoopt ui                              # MLflow's UI on 127.0.0.1 for the default store
     autoopt init                            # studies/my_study.toml + recipes/my_study.py to start from
+    autoopt sync quickstart                 # write what MLflow missed (server down) from the storage
 
 Exit codes: 0 success, 1 a failure at run time, 2 bad usage or a bad study file / recipe, 130 Ctrl-C.
 Errors are one line on stderr (``autoopt: error: ...``); ``--debug`` shows the traceback instead.
@@ -139,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("folder", metavar="FOLDER", nargs="?", default=".", help="where to write (default: here)")
     init.add_argument("--name", default="my_study", help="the study's and the recipe's name (default: my_study)")
     init.set_defaults(handler=_init)
+    sync = commands.add_parser(
+        "sync", parents=[common], help="write what MLflow is missing of a stored study",
+        description="Make the study's MLflow record match its Optuna storage: every trained trial "
+                    "gets its child run (with its own start and end times), the summary, tags and files "
+                    "are refreshed. Safe to run again: a second sync writes nothing new.")
+    sync.add_argument("study", metavar="STUDY", help="a study name, or a study file (its study name and storage)")
+    sync.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<STUDY>.db here)")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: where the study was recorded)")
+    sync.set_defaults(handler=_sync)
     return parser
 
 
@@ -288,6 +298,27 @@ def _sqlite_path(storage: str) -> Path | None:
     if not storage.startswith(prefix) or storage[len(prefix):] in ("", ":memory:"):
         return None
     return Path(storage[len(prefix):].split("?", 1)[0])
+
+
+# --- sync --------------------------------------------------------------------------------------------
+
+def _sync(args: argparse.Namespace, argv: list[str]) -> int:
+    from .mlflow_sync import sync_study
+    from .studyfile import default_storage, load_study_file
+
+    name, storage = args.study, args.storage
+    if name.endswith(".toml"):
+        config = load_study_file(name).resolve()
+        name, storage = config.study_name, storage or config.storage
+    storage = storage or default_storage(name)
+    path = _sqlite_path(storage)
+    if path is not None and not path.exists():
+        raise ValueError(f"no study database {path} here; pass --storage.")
+    result = sync_study(name, storage, tracking_uri=args.tracking_uri)
+    print(f"Study '{name}' in {result.tracking_uri}, parent run {result.parent_run_id}: "
+          f"{result.trained_trials} trained trial(s); {result.created} run(s) written, "
+          f"{result.rewritten} rewritten, the rest already there.")
+    return EXIT_OK
 
 
 # --- optimizers and recipes --------------------------------------------------------------------------

@@ -76,3 +76,25 @@ def best_per_optimizer(trials: pd.DataFrame) -> pd.DataFrame:
         return done.copy()
     best = done.loc[done.groupby("optimizer")["final_val_loss"].idxmin()]
     return best.sort_values("final_val_loss").reset_index(drop=True)
+
+
+def best_trained_per_optimizer(trials: pd.DataFrame) -> pd.DataFrame:
+    """The best trial of every optimizer that trained, best first: its completed trial with the lowest
+    final validation loss or, for an optimizer none of whose trials completed, its trial with the
+    lowest validation loss at any epoch (a pruned or diverged one, as far as it got).
+
+    This is what "the best run of each optimizer" means in the charts and the MLflow tags, so that an
+    optimizer the pruner stopped early is compared too instead of vanishing.
+    """
+    trained = trials[trials["number"].notna() & (trials["epochs"] > 0) & trials["best_val_loss"].notna()]
+    rows = []
+    for _, group in trained.groupby("optimizer", sort=False):
+        done = group[(group["outcome"] == "completed") & group["final_val_loss"].notna()]
+        rows.append(done.loc[done["final_val_loss"].idxmin()] if len(done)
+                    else group.loc[group["best_val_loss"].idxmin()])
+    if not rows:
+        return trained.iloc[0:0].copy()
+    best = pd.DataFrame(rows)
+    order = best["final_val_loss"].where(best["outcome"] == "completed", best["best_val_loss"])
+    best = best.assign(_completed=best["outcome"] != "completed", _loss=order)
+    return best.sort_values(["_completed", "_loss"]).drop(columns=["_completed", "_loss"]).reset_index(drop=True)

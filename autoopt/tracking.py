@@ -1,12 +1,13 @@
 """What a study tells its tracker, and how the tracker is chosen.
 
-The search calls these methods; only ``autoopt.mlflow_tracker`` talks to MLflow. ``NullTracker``
+The search calls these methods; only the ``autoopt.mlflow_*`` modules talk to MLflow. ``NullTracker``
 is used when tracking is off. Calls may come from several threads at once (``n_jobs > 1``), so a
 tracker keys everything by trial number.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .records import Candidate, EpochRecord, TrialRecord
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
 
 class Tracker(Protocol):
-    def start_study(self, study_name: str, config: dict[str, Any]) -> None:
-        """Open (or, on resume, reopen) the study's parent run and record its configuration."""
+    def start_study(self, study_name: str, config: dict[str, Any], parent_run_id: str | None = None) -> None:
+        """Open the study's parent run (``parent_run_id``: the one the storage names, on resume or in
+        a worker) and record its configuration."""
 
     def start_trial(self, number: int, candidate: Candidate, family: str, seed: int, purpose: str) -> None:
         """Open the child run of trial ``number``."""
@@ -30,8 +32,10 @@ class Tracker(Protocol):
     def end_trial(self, record: TrialRecord) -> None:
         """Close the trial's child run with its summary and outcome (opens one if none is open)."""
 
-    def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame) -> None:
-        """The recommendation, the results table and the plots, on the parent run."""
+    def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
+                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None) -> None:
+        """Make the record match ``records`` (every trial in the storage; ``times``: trial number ->
+        (start, end) in ms) and put the recommendation, the table and the plots on the parent run."""
 
     def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
         """Flush; end the parent run with FINISHED, FAILED or KILLED unless ``end_study`` is False
@@ -41,7 +45,7 @@ class Tracker(Protocol):
 class NullTracker:
     """Records nothing: ``tune(..., tracking=False)``."""
 
-    def start_study(self, study_name: str, config: dict[str, Any]) -> None:
+    def start_study(self, study_name: str, config: dict[str, Any], parent_run_id: str | None = None) -> None:
         pass
 
     def start_trial(self, number: int, candidate: Candidate, family: str, seed: int, purpose: str) -> None:
@@ -53,7 +57,8 @@ class NullTracker:
     def end_trial(self, record: TrialRecord) -> None:
         pass
 
-    def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame) -> None:
+    def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
+                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None) -> None:
         pass
 
     def close(self, status: str = "FINISHED", end_study: bool = True) -> None:

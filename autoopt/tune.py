@@ -9,8 +9,9 @@ weigh loss, speed and memory by the policy -> Report.
 from __future__ import annotations
 
 import copy
-import time
 import sys
+import time
+import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
@@ -89,30 +90,36 @@ def tune(
     setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
                           config.divergence_factor, precision=config.precision)
 
-    study_name = config.study_name or f"autoopt-{type(model).__name__.lower()}"
-    tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)
+    study_name = config.study_name or default_study_name(model)
+    # a named study has its own experiment; unnamed ones (one per call) share one per model class
+    experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
+    tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
     threads = config.threads or (1 if device.type == "cpu" and sum(p.numel() for p in trainable) < SMALL_MODEL
                                  else None)
     study_params = _study_params(config, split, task.kind, device)
-    tracker.start_study(study_name, study_params)
     level = search.quiet_optuna()
     status = "FAILED"
     threads_before = torch.get_num_threads()
-    study = None
     try:
+        # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
+        study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
+                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+        tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
         if threads:
             torch.set_num_threads(threads)
-        workers = _workers(config, study_name, study_params, threads)
-        study = search.create_study(study_name=study_name, storage=workers.storage if workers else config.storage,
-                                    sampler=config.sampler, pruner=config.pruner, seed=config.seed,
-                                    epochs=config.epochs)
+        workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
+        if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
+            study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
+                                        pruner=config.pruner, seed=config.seed, epochs=config.epochs)
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
         run_strategy(study, specs, setup, config, tracker, workers)
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records)
+        times = trial_times(study) if config.tracking else {}
         if not (trials["outcome"] == "completed").any():
+            tracker.log_summary(None, trials, records, times)
             errors = trials["error"].dropna()
             raise RuntimeError(
                 "no trial completed, so there is nothing to recommend"
@@ -120,7 +127,7 @@ def tune(
                 + ". Every result is in the study's storage and the tracker."
             )
         recommendation = recommend(trials, config.policy, config.tolerance)
-        tracker.log_summary(recommendation, trials)
+        tracker.log_summary(recommendation, trials, records, times)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -129,9 +136,6 @@ def tune(
         torch.set_num_threads(threads_before)
         search.restore_optuna_verbosity(level)
         tracker.close(status)
-        if study is not None:  # the tracker may have settled on an older parent run in a race
-            search.save_tracking(study, getattr(tracker, "tracking_uri", None),
-                                 getattr(tracker, "parent_run_id", None))
     return Report(recommendation, trials, study, config,
                   epochs_spent=float(trials["epochs"].sum()),
                   tracking_uri=getattr(tracker, "tracking_uri", None),
@@ -179,7 +183,24 @@ def _check_memory(
     return feasible, infeasible
 
 
-def _workers(config: StudyConfig, study_name: str, params: dict[str, Any], threads: int | None) -> Workers | None:
+def default_study_name(model: nn.Module) -> str:
+    """A new study per call: ``autoopt-linear-20261201-213501-4f2a`` (model class, local time, and a
+    random suffix so that two calls in the same second differ)."""
+    return f"autoopt-{type(model).__name__.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def trial_times(study: Any) -> dict[int, tuple[int, int]]:
+    """Trial number -> (start, end) in ms since the epoch, from the storage: the training's own times,
+    for MLflow runs written after the fact (a backfill)."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            out[t.number] = (int(t.datetime_start.timestamp() * 1000), int(t.datetime_complete.timestamp() * 1000))
+    return out
+
+
+def _workers(config: StudyConfig, study_name: str, params: dict[str, Any], threads: int | None,
+             parent_run_id: Any = lambda: None) -> Workers | None:
     """Worker processes for n_jobs > 1, where the storage can be reopened by a forked process."""
     if config.n_jobs == 1 or config.parallel != "processes" or not can_fork():
         return None
@@ -188,7 +209,7 @@ def _workers(config: StudyConfig, study_name: str, params: dict[str, Any], threa
 
     def new_tracker() -> Tracker:
         tracker = make_tracker(config.tracking, config.tracking_uri, config.experiment_name or study_name)
-        tracker.start_study(study_name, params)
+        tracker.start_study(study_name, params, parent_run_id=parent_run_id())
         return tracker
 
     return Workers(config.n_jobs, config.storage or journal_path(), new_tracker, threads)

@@ -1,8 +1,10 @@
-"""The MLflow tracker against a real ``mlflow server`` on 127.0.0.1, read back through MlflowClient.
+"""The MLflow tracker against a real ``mlflow server`` on 127.0.0.1, read back through MlflowClient:
+what the UI reads (the best-of-optimizer filter, step-0 summaries, finite values, names, statuses)
+and what survives the server going away (a real kill, then the next run and ``autoopt sync``).
 
 One server serves the whole module (it takes seconds to start); it is launched when the module
 starts, so the tests that need no server run while it boots. Every study is tiny (a 4-16-3 MLP,
-120 samples, 2 epochs) so that the file runs in well under a minute on 2 CPU cores.
+120 samples, 2-3 epochs) so that the file runs in well under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -32,11 +33,15 @@ from conftest import mlp
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
+from autoopt import cli  # noqa: E402
 from autoopt.mlflow_tracker import RUN_STATUS, MlflowTracker, TrackingWarning  # noqa: E402
+from autoopt.mlflow_writer import wait_for_background  # noqa: E402
+from autoopt.results import trials_table  # noqa: E402
 
 MLFLOW = shutil.which("mlflow")
-TINY = dict(epochs=2, batch_size=32, verbose=False, seed=0)
+TINY = dict(epochs=3, batch_size=32, verbose=False, seed=0)
 ARTIFACTS = {"recommendation.json", "trials.csv", "val_loss_curves.png", "lr_sensitivity.png", "tradeoff.png"}
+PER_EPOCH = {"train_loss", "val_loss", "val_accuracy", "epoch_seconds", "elapsed_seconds"}
 
 
 # --- the server ----------------------------------------------------------------------------------------
@@ -47,67 +52,107 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Server:
+    """A real ``mlflow server`` process on 127.0.0.1 that a test can kill and start again (same port,
+    same database), to make the server go away for real."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.root / "server.log", "ab")
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
+        self.proc = subprocess.Popen(
+            [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+             "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer /health within {seconds} s:\n{self._log_tail()}")
+            time.sleep(0.2)  # polling pace, not synchronisation: the loop ends on the answer
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (uvicorn's worker is a child): gone, no goodbye."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def _log_tail(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")[-3000:]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _server_process(tmp_path_factory):
-    """Start ``mlflow server`` at once (not waited for here) and stop its whole process group after."""
+    """Start ``mlflow server`` at once (not waited for here) and stop it after the module."""
     if MLFLOW is None:
         yield None
         return
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(root / "server.log", "wb")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
-    proc = subprocess.Popen(
-        [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    yield proc, f"http://127.0.0.1:{port}", root / "server.log"
-    os.killpg(proc.pid, signal.SIGTERM)  # uvicorn's worker is a child: stop the whole group
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+    server = _Server(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def server(_server_process) -> str:
-    """The server's URI, once /health answers (bounded wait)."""
+def live_server(_server_process) -> _Server:
     if _server_process is None:
         pytest.skip("the `mlflow` executable is not on PATH")
-    proc, uri, log = _server_process
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return uri
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"mlflow server did not answer /health within 180 s:\n{Path(log).read_text()[-3000:]}")
-        time.sleep(0.2)  # polling pace, not synchronisation: the loop ends on the answer
+    _server_process.wait_ready()
+    return _server_process
+
+
+@pytest.fixture(scope="module")
+def server(live_server) -> str:
+    """The server's URI, once /health answers (bounded wait)."""
+    return live_server.uri
 
 
 # --- helpers --------------------------------------------------------------------------------------------
 
-def _children(client: MlflowClient, parent_id: str) -> list:
+def _children(client: MlflowClient, parent_id: str, extra: str = "") -> list:
     experiment = client.get_run(parent_id).info.experiment_id
-    return client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}'" + (f" and {extra}" if extra else "")
+    return client.search_runs([experiment], query, max_results=1000)
 
 
-def _parents(client: MlflowClient, experiment_name: str, study: str) -> list:
-    experiment = client.get_experiment_by_name(experiment_name)
-    runs = client.search_runs([experiment.experiment_id], "tags.`autoopt.role` = 'study'")
-    return [r for r in runs if r.data.tags.get("autoopt.study") == study]
+def _by_number(children: list) -> dict[int, object]:
+    out: dict[int, object] = {}
+    for run in children:
+        number = int(run.data.tags["autoopt.trial"])
+        assert number not in out, f"trial {number} has two runs"
+        out[number] = run
+    return out
 
 
-def _trial_numbers(children: list) -> list[int]:
-    return sorted(int(c.data.tags["trial_number"]) for c in children if "trial_number" in c.data.tags)
+def _trained_numbers(trials) -> list[int]:
+    """The trials that get a run: all but the never-trained (a trial that failed at its first step
+    did try to train, and is a FAILED run)."""
+    tried = trials[trials["number"].notna() & ~trials["outcome"].isin(["eliminated", "cancelled", "infeasible"])]
+    return sorted(int(n) for n in tried["number"])
 
 
 def _record(number: int | None, optimizer: str = "sgd", outcome: str = "completed", epochs: int = 2) -> TrialRecord:
@@ -133,20 +178,24 @@ def exotic_optimizers():
         yield
 
 
-@pytest.fixture(scope="module")
-def tracked(server, exotic_optimizers, tmp_path_factory):
-    """One small study recorded on the server: (report, client)."""
+def _blobs():
     import numpy as np
 
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 3, size=(3, 4))
     y = np.arange(120) % 3
-    X = (centers[y] + rng.normal(0, 1, size=(120, 4))).astype(np.float32)
+    return (centers[y] + rng.normal(0, 1, size=(120, 4))).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def tracked(server, exotic_optimizers, tmp_path_factory):
+    """One small study recorded on the server, all its background work done: (report, client)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("tracked"))
-        report = autoopt.tune(mlp(4, 3), (X, y), optimizers=["adam", "test-huge-sgd", "test-broken"],
-                              n_trials=9, seeds=2, reevaluate_top=1, pruner="percentile", study_name="tracked",
-                              tracking=True, tracking_uri=server, **{**TINY, "epochs": 4})
+        report = autoopt.tune(mlp(4, 3), _blobs(), optimizers=["adam", "sgd", "test-huge-sgd", "test-broken"],
+                              n_trials=10, seeds=2, reevaluate_top=1, pruner="percentile", study_name="tracked",
+                              tracking=True, tracking_uri=server, **TINY)
+    assert wait_for_background(60)
     return report, MlflowClient(server)
 
 
@@ -175,255 +224,191 @@ def test_an_unreachable_server_is_an_error_before_any_training(blobs):
 
 
 def test_the_default_store_is_mlflow_db_in_the_working_directory(blobs, tmp_path, monkeypatch):
-    """Also with forked workers: each opens its own connections to the sqlite file."""
+    """Also with forked workers: each opens its own connections to the sqlite file, and all of
+    them write under the one parent run the main process created."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=4, seeds=1, n_jobs=2,
                           study_name="local", **TINY)
+    assert wait_for_background(60)
     assert (tmp_path / "mlflow.db").exists()
     assert report.tracking_uri == mlflow.get_tracking_uri() and report.tracking_uri.startswith("sqlite:")
     client = MlflowClient(report.tracking_uri)
     assert client.get_run(report.parent_run_id).info.run_name == "local"
-    assert _trial_numbers(_children(client, report.parent_run_id)) == sorted(report.trials["number"])
+    assert sorted(_by_number(_children(client, report.parent_run_id))) == _trained_numbers(report.trials)
 
 
-# --- one study on the server -----------------------------------------------------------------------------
+# --- one study on the server: what the UI shows -----------------------------------------------------------
 
-def test_the_parent_run_holds_the_configuration_and_the_recommendation(tracked):
+def test_the_best_of_optimizer_filter_gives_one_run_per_optimizer_that_trained(tracked):
+    report, client = tracked
+    best = _children(client, report.parent_run_id, "tags.`autoopt.best_of_optimizer` = 'true'")
+    trained = report.trials[report.trials["epochs"] > 0]
+    assert sorted(r.data.params["optimizer"] for r in best) == sorted(trained["optimizer"].unique())
+    assert len(trained["optimizer"].unique()) >= 3  # adam, sgd and the diverging one at least
+    by_optimizer = {r.data.params["optimizer"]: r for r in best}
+    done = report.trials[report.trials["outcome"] == "completed"]
+    for name, group in done.groupby("optimizer"):  # where some trial completed, the best completed one
+        winner = group.loc[group["final_val_loss"].idxmin()]
+        assert by_optimizer[name].data.tags["autoopt.trial"] == str(int(winner["number"]))
+
+
+def test_the_recommended_runs_are_tagged_and_named_on_the_parent_and_in_the_json(tracked, tmp_path):
+    report, client = tracked
+    rec = report.recommendation
+    tagged = _children(client, report.parent_run_id, "tags.`autoopt.recommended` = 'true'")
+    assert sorted(int(r.data.tags["autoopt.trial"]) for r in tagged) == sorted(rec.trial_numbers)
+    parent = client.get_run(report.parent_run_id)
+    ids = parent.data.tags["autoopt.recommended_run_ids"].split(",")
+    assert sorted(ids) == sorted(r.info.run_id for r in tagged)
+    local = client.download_artifacts(report.parent_run_id, "recommendation.json", str(tmp_path))
+    saved = json.loads(Path(local).read_text())
+    assert saved["optimizer"] == rec.optimizer and saved["run_ids"] == ids
+    assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= ARTIFACTS
+
+
+def test_the_parent_holds_the_study_settings_and_explains_the_choice(tracked):
     report, client = tracked
     parent = client.get_run(report.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.info.run_name == "tracked"
-    assert client.get_experiment(parent.info.experiment_id).name == "tracked"
-    params, rec = parent.data.params, report.recommendation
-    assert params["epochs"] == "4" and params["seed"] == "0" and params["optimizers"].startswith("adam")
-    assert params["device"] == "cpu" and "version_torch" in params and "data_x_shape" in params
-    assert params["rec_optimizer"] == rec.optimizer
-    assert float(params["rec_lr"]) == pytest.approx(rec.params["lr"], rel=1e-5)
-    assert parent.data.metrics["rec_val_loss"] == pytest.approx(rec.val_loss)
-    assert parent.data.tags["mlflow.note.content"] == rec.explanation
+    params = parent.data.params
+    assert params and all(k.startswith("study.") for k in params)
+    assert params["study.epochs"] == "3" and params["study.device"] == "cpu" and "study.version_torch" in params
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(report.recommendation.explanation)
+    assert 'tags.autoopt.best_of_optimizer = "true"' in note
+    assert parent.data.metrics["rec_val_loss"] == pytest.approx(report.recommendation.val_loss)
 
 
-def test_the_parent_run_has_the_json_the_table_and_the_plots(tracked, tmp_path):
+def test_a_child_run_holds_only_its_trials_own_params(tracked):
     report, client = tracked
-    assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= ARTIFACTS
-    local = client.download_artifacts(report.parent_run_id, "recommendation.json", str(tmp_path))
-    saved = json.loads(Path(local).read_text())
-    assert saved["optimizer"] == report.recommendation.optimizer
-    assert saved["trial_numbers"] == report.recommendation.trial_numbers
-
-
-def test_every_trial_has_one_named_child_run_with_its_params(tracked):
-    report, client = tracked
-    children = _children(client, report.parent_run_id)
-    numbered = report.trials.dropna(subset=["number"])
-    assert _trial_numbers(children) == sorted(int(n) for n in numbered["number"])
-    by_number = {int(c.data.tags["trial_number"]): c for c in children}
-    for _, row in numbered.iterrows():
-        run = by_number[int(row["number"])]
-        params, tags = run.data.params, run.data.tags
-        assert run.info.run_name.startswith(f"{row['optimizer']}-t{int(row['number']):03d}")
-        assert params["optimizer"] == row["optimizer"] and float(params["lr"]) == pytest.approx(row["lr"], rel=1e-5)
-        assert (params["seed"], params["purpose"]) == (str(row["seed"]), row["purpose"])
-        assert (params["epochs"], params["batch_size"], params["device"]) == ("4", "32", "cpu")
-        assert tags["optimizer_family"] == row["family"] and tags["autoopt.study"] == "tracked"
-    reruns = numbered[numbered["purpose"] == "reevaluation"]
-    assert len(reruns) >= 1
-    for _, row in reruns.iterrows():
-        assert by_number[int(row["number"])].info.run_name.endswith(f"-seed{row['seed']}")
-
-
-def test_each_outcome_has_its_status_and_tag(tracked):
-    report, client = tracked
-    by_number = {int(c.data.tags["trial_number"]): c for c in _children(client, report.parent_run_id)}
-    outcomes = set()
+    runs = _by_number(_children(client, report.parent_run_id))
+    assert sorted(runs) == _trained_numbers(report.trials)
     for _, row in report.trials.dropna(subset=["number"]).iterrows():
-        run = by_number[int(row["number"])]
-        outcomes.add(row["outcome"])
-        assert run.info.status == RUN_STATUS[row["outcome"]], row["outcome"]
-        tag = run.data.tags["outcome"]
-        if row["outcome"] == "pruned":
-            assert tag == f"pruned at epoch {row['epochs']}"
-        elif row["outcome"] == "failed":
-            assert tag == "failed: RuntimeError" and "always fails" in run.data.tags["error"]
-        else:
-            assert tag == row["outcome"]
-    assert {"completed", "pruned", "diverged", "failed"} <= outcomes
+        run = runs[int(row["number"])]
+        assert set(run.data.params) == {"optimizer", "seed", "purpose", *row["params"]}
+        assert float(run.data.params["lr"]) == pytest.approx(row["lr"], rel=1e-5)
+        assert run.data.metrics["epochs_trained"] == row["epochs"]
+        assert run.data.tags["autoopt.stage"] in {"portfolio", "lr line search", "search", "re-evaluation"}
 
 
-def test_epoch_metrics_have_one_value_per_epoch_and_summaries_follow(tracked):
+def test_summaries_are_at_step_0_epochs_at_their_epoch_and_nothing_is_non_finite(tracked):
     report, client = tracked
-    by_number = {int(c.data.tags["trial_number"]): c for c in _children(client, report.parent_run_id)}
-    for _, row in report.trials.dropna(subset=["number"]).iterrows():
-        run = by_number[int(row["number"])]
-        if row["epochs"] == 0:
-            continue
+    runs = _by_number(_children(client, report.parent_run_id))
+    everything = list(runs.values()) + [client.get_run(report.parent_run_id)]
+    for run in everything:
+        for key in run.data.metrics:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert all(math.isfinite(m.value) for m in history), (run.info.run_name, key)
+            if key in PER_EPOCH:
+                assert [m.step for m in history] == list(range(1, len(history) + 1)), (run.info.run_name, key)
+            else:
+                assert {m.step for m in history} == {0}, (run.info.run_name, key)
+    for _, row in report.trials[report.trials["epochs"] > 0].iterrows():
+        run = runs[int(row["number"])]
         history = client.get_metric_history(run.info.run_id, "val_loss")
-        assert [m.step for m in history] == list(range(1, row["epochs"] + 1))
-        for mine, theirs in zip(history, row["val_curve"]):
-            assert mine.value == pytest.approx(theirs) or not math.isfinite(theirs)
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [m.step for m in history]
-        metrics = run.data.metrics
-        assert {"val_accuracy", "epoch_seconds", "elapsed_seconds", "steps", "seconds"} <= set(metrics)
-        if row["outcome"] == "completed":
-            assert metrics["final_val_loss"] == pytest.approx(row["final_val_loss"])
-            assert metrics["optimizer_state_bytes"] == row["optimizer_state_bytes"]
-            if math.isfinite(row["epochs_to_target"]):  # only known when the study ended
-                assert metrics["epochs_to_target"] == row["epochs_to_target"]
-                assert metrics["seconds_to_target"] == pytest.approx(row["seconds_to_target"])
+        shown = row["val_curve"][:-1] if row["outcome"] == "diverged" else row["val_curve"]
+        assert [m.value for m in history] == pytest.approx([v for v in shown if math.isfinite(v)])
 
 
-# --- concurrency: threads, workers, resumes ----------------------------------------------------------------
-
-def test_parallel_trials_each_land_in_exactly_one_child_run(server, blobs):
-    name = f"parallel-{uuid.uuid4().hex[:6]}"
-    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], n_trials=6, seeds=1, n_jobs=2,
-                          study_name=name, tracking_uri=server, **TINY)
-    client = MlflowClient(server)
-    assert len(_parents(client, name, name)) == 1
-    assert _trial_numbers(_children(client, report.parent_run_id)) == sorted(report.trials["number"])
-
-
-def test_workers_starting_together_share_one_parent_run(server):
-    """Two trackers (as in two worker processes) open the same study at the same moment."""
-    name = f"workers-{uuid.uuid4().hex[:6]}"
-    trackers = [MlflowTracker(tracking_uri=server) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    errors = []
-
-    def work(i: int, tracker: MlflowTracker) -> None:
-        try:
-            barrier.wait()
-            tracker.start_study(name, {"epochs": 2})
-            tracker.start_trial(i, Candidate("sgd", {"lr": 0.1}), "sgd", 0, "search")
-            tracker.log_epoch(i, EpochRecord(1, 1.0, 1.1, None, 0.01, 0.01))
-            tracker.end_trial(_record(i, epochs=1))
-            tracker.close("FINISHED")
-        except Exception as exc:  # surfaced below: an assert in a thread would be lost
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i, t)) for i, t in enumerate(trackers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors
-    client = MlflowClient(server)
-    parents = _parents(client, name, name)
-    assert len(parents) == 1
-    assert {t.parent_run_id for t in trackers} == {parents[0].info.run_id}
-    assert _trial_numbers(_children(client, parents[0].info.run_id)) == [0, 1]
+def test_outcomes_show_in_names_statuses_and_tags(tracked):
+    report, client = tracked
+    runs = _by_number(_children(client, report.parent_run_id))
+    outcomes = set()
+    for _, row in report.trials[report.trials["epochs"] > 0].iterrows():
+        run, outcome = runs[int(row["number"])], row["outcome"]
+        outcomes.add(outcome)
+        assert run.info.status == RUN_STATUS[outcome], outcome
+        tag = run.data.tags["autoopt.outcome"]
+        if outcome == "pruned":
+            assert tag == f"pruned at epoch {row['epochs']}"
+            assert run.info.run_name.endswith(f"-pruned@{row['epochs']}")
+        elif outcome == "diverged":
+            assert tag == f"diverged at epoch {row['epochs']}" and run.info.run_name.endswith(f"-diverged@{row['epochs']}")
+            assert run.data.metrics["diverged_at_epoch"] == row["epochs"]
+        elif outcome == "failed":
+            assert tag == "failed: RuntimeError" and "always fails" in run.data.tags["autoopt.error"]
+        else:
+            assert tag == outcome and "@" not in run.info.run_name
+    assert {"completed", "pruned", "diverged"} <= outcomes
+    failed = report.trials[report.trials["outcome"] == "failed"]
+    assert len(failed) and (failed["epochs"] == 0).all()  # failed at its first step: trained nothing ...
+    # ... but it did try, so it has a FAILED run; never-trained candidates have none (next test)
 
 
-def test_a_resumed_study_reuses_the_oldest_parent_and_merges_a_duplicate(server):
-    """Two parents (an earlier session's and a duplicate from a start race) become one."""
-    name = f"resumed-{uuid.uuid4().hex[:6]}"
-    client = MlflowClient(server)
-    experiment = client.create_experiment(name)
-    tags = {"autoopt.role": "study", "autoopt.study": name}
-    old = client.create_run(experiment, tags=tags, run_name=name, start_time=1_000).info.run_id
-    client.log_param(old, "epochs", "5")
-    duplicate = client.create_run(experiment, tags=tags, run_name=name, start_time=2_000).info.run_id
-    orphan = client.create_run(experiment, tags={"mlflow.parentRunId": duplicate, "trial_number": "0"}).info.run_id
-    for run in (old, duplicate, orphan):
-        client.set_terminated(run, "FINISHED")
+def test_run_times_are_the_trainings(tracked):
+    report, client = tracked
+    runs = _by_number(_children(client, report.parent_run_id))
+    for _, row in report.trials[report.trials["epochs"] > 0].iterrows():
+        info = runs[int(row["number"])].info
+        duration = (info.end_time - info.start_time) / 1000
+        # training time plus validation and bookkeeping; never the process's one-time set-up (seconds)
+        assert row["seconds"] - 0.01 <= duration <= row["seconds"] + 1.0, (info.run_name, duration, row["seconds"])
 
+
+def test_never_trained_candidates_get_no_run_and_a_half_written_run_is_rewritten(server):
+    """Eliminated and infeasible candidates are listed on the parent, not shown as failed runs; a
+    run left RUNNING without an outcome (the server went away) is replaced by a complete one."""
+    name = f"summary-{uuid.uuid4().hex[:6]}"
     tracker = MlflowTracker(tracking_uri=server)
     tracker.start_study(name, {"epochs": 2})
-    assert tracker.parent_run_id == old
-    tracker.end_trial(_record(1))
-    tracker.close()
-
-    parents = _parents(client, name, name)
-    assert [p.info.run_id for p in parents] == [old] and parents[0].info.status == "FINISHED"
-    assert _trial_numbers(_children(client, old)) == [0, 1]  # the duplicate's child moved over
-    assert parents[0].data.params["epochs"] == "5"  # MLflow params never change ...
-    assert parents[0].data.tags["latest.epochs"] == "2"  # ... so the new value is a tag
-
-
-def test_trials_the_tracker_never_saw_get_a_child_run_at_the_summary(server):
-    """An eliminated trial ends inside the search, untrained; log_summary records it."""
-    from autoopt.results import trials_table
-
-    name = f"summary-{uuid.uuid4().hex[:6]}"
-    tracker = MlflowTracker(tracking_uri=server, experiment_name=name)
-    tracker.start_study(name, {"epochs": 2})
-    tracker.end_trial(_record(0))
-    trials = trials_table([_record(0), _record(1, "adam", outcome="eliminated", epochs=0),
-                           _record(None, "muon", outcome="infeasible", epochs=0)])
-    tracker.end_trial(_record(None, "muon", outcome="infeasible", epochs=0))
-    tracker.log_summary(None, trials)
-    tracker.close()
     client = MlflowClient(server)
+    half = client.create_run(tracker.experiment_id, tags={"mlflow.parentRunId": tracker.parent_run_id,
+                                                          "autoopt.trial": "1"}).info.run_id
+    records = [_record(0), _record(1, "adam"), _record(2, "adam", outcome="eliminated", epochs=0),
+               _record(None, "muon", outcome="infeasible", epochs=0)]
+    tracker.end_trial(records[0])
+    tracker.end_trial(records[3])
+    tracker.log_summary(None, trials_table(records), records, {})
+    tracker.close()
+    assert wait_for_background(60)
     children = {c.info.run_name: c for c in _children(client, tracker.parent_run_id)}
-    assert set(children) == {"sgd-t000", "adam-t001", "muon-infeasible"}
-    assert children["adam-t001"].info.status == "KILLED"
-    assert children["adam-t001"].data.tags["outcome"] == "eliminated"
-    assert children["muon-infeasible"].info.status == "FAILED"
-    assert children["sgd-t000"].data.metrics["epochs_to_target"] == 2
-    assert {a.path for a in client.list_artifacts(tracker.parent_run_id)} >= {"trials.csv", "val_loss_curves.png"}
+    assert set(children) == {"sgd-t000", "adam-t001"}
+    assert client.get_run(half).info.lifecycle_stage == "deleted"
+    assert tracker.synced == {"created": 0, "rewritten": 1}
+    note = client.get_run(tracker.parent_run_id).data.tags["mlflow.note.content"]
+    assert "adam: eliminated" in note and "muon: infeasible" in note
 
 
-# --- a server that goes away mid-study ----------------------------------------------------------------------
-
-class _Proxy:
-    """A TCP relay in front of the server that can be cut: the server 'goes away' for its clients."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # cut
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def cut(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
-        except OSError:
-            pass
-        self.listener.close()
-        with self.lock:
-            for s in self.sockets:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+def test_each_call_without_a_study_name_is_a_new_study_and_stdout_stays_clean(server, blobs, capfd):
+    reports = [autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd"], n_trials=1, seeds=1, tracking_uri=server,
+                            **TINY) for _ in range(2)]
+    assert wait_for_background(60)
+    names = [r.study.study_name for r in reports]
+    assert names[0] != names[1] and all(n.startswith("autoopt-sequential-") for n in names)
+    assert reports[0].parent_run_id != reports[1].parent_run_id
+    client = MlflowClient(server)
+    for report in reports:
+        assert len(_children(client, report.parent_run_id)) == len(report.trials)
+    assert "View run" not in capfd.readouterr().out
 
 
-def test_a_server_that_goes_away_costs_the_records_not_the_study(server, blobs, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail in milliseconds, not minutes
-    proxy = _Proxy(int(server.rsplit(":", 1)[1]))
+def test_a_resumed_study_reuses_its_parent_and_moves_the_tags(server, blobs, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    name = f"resumed-{uuid.uuid4().hex[:6]}"
+    first = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=3, seeds=1, storage=storage,
+                         study_name=name, tracking_uri=server, **TINY)
+    second = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=6, seeds=1, storage=storage,
+                          study_name=name, tracking_uri=server, **TINY)
+    assert wait_for_background(60)
+    assert second.parent_run_id == first.parent_run_id
+    client = MlflowClient(server)
+    runs = _by_number(_children(client, second.parent_run_id))
+    assert sorted(runs) == _trained_numbers(second.trials)
+    best = _children(client, second.parent_run_id, "tags.`autoopt.best_of_optimizer` = 'true'")
+    assert sorted(r.data.params["optimizer"] for r in best) == ["adam", "sgd"]  # one each: stale tags gone
+    assert client.get_run(second.parent_run_id).data.tags["latest.study.n_trials"] == "6"
+
+
+# --- a server that goes away mid-study: last, since it kills the module's server ------------------------
+
+def test_a_killed_server_costs_nothing_the_next_run_and_sync_cannot_write(live_server, blobs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'cut.db'}"
+    name = f"cut-{uuid.uuid4().hex[:6]}"
     steps = []
 
-    class CutsTheServer(torch.nn.Module):
+    class KillsTheServer(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.net = mlp(4, 3)
@@ -431,17 +416,39 @@ def test_a_server_that_goes_away_costs_the_records_not_the_study(server, blobs, 
         def forward(self, x):
             if torch.is_grad_enabled():
                 steps.append(1)
-                if len(steps) == 3 + 14:  # in the third trial (3 steps an epoch; the first epoch is the bare one)
-                    proxy.cut()
+                if len(steps) == 25:  # a few trials in (3 steps an epoch)
+                    live_server.kill()
             return self.net(x)
 
+    settings = dict(optimizers=["sgd", "adam"], seeds=1, pruner="none", refine_lr=False, storage=storage,
+                    study_name=name, tracking_uri=live_server.uri, **TINY)
     with pytest.warns(TrackingWarning) as caught:
-        report = autoopt.tune(CutsTheServer(), blobs, optimizers=["sgd"], n_trials=5, seeds=1, pruner="none",
-                              refine_lr=False, study_name=f"cut-{uuid.uuid4().hex[:6]}",
-                              tracking_uri=f"http://127.0.0.1:{proxy.port}", **TINY)
-    assert len(report.trials) == 5 and (report.trials["outcome"] == "completed").all()
+        report = autoopt.tune(KillsTheServer(), blobs, n_trials=6, **settings)
+    assert wait_for_background(60)
+    assert len(report.trials) == 6 and (report.trials["outcome"] == "completed").all()  # training went on
     messages = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
-    assert sum("failed" in m for m in messages) == 1  # warned once ...
-    lost = [m for m in messages if "were lost" in m]  # ... and counted at the end
-    assert len(lost) == 1 and "Optuna storage still holds every result" in lost[0]
-    assert int(lost[0].split()[0]) >= 3  # at least the summary, the close and a trial's end
+    assert sum(" failed (" in m for m in messages) == 1  # warned once, at the first failure ...
+    assert any(f"autoopt sync {name}" in m for m in messages)  # ... and told how to backfill at the end
+
+    live_server.start()
+    live_server.wait_ready()
+    client = MlflowClient(live_server.uri)
+    before = _children(client, report.parent_run_id)
+    complete = [r for r in before if r.info.status == "FINISHED" and "autoopt.outcome" in r.data.tags]
+    assert len(complete) < 6  # the kill cost runs (or left them half written) ...
+    assert cli.main(["sync", name, "--storage", storage]) == 0  # ... which `autoopt sync` writes
+    runs = _by_number(_children(client, report.parent_run_id))
+    assert sorted(runs) == _trained_numbers(report.trials) == list(range(6))
+    assert all(r.info.status == "FINISHED" and "autoopt.outcome" in r.data.tags for r in runs.values())
+    for number, run in runs.items():  # the stored curve, at step = epoch
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in history] == [1, 2, 3]
+    parent = client.get_run(report.parent_run_id)
+    assert parent.info.status == "FINISHED" and "autoopt.recommended_run_ids" in parent.data.tags
+    assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= ARTIFACTS
+
+    from autoopt.mlflow_sync import sync_study
+
+    result = sync_study(name, storage)  # idempotent: nothing left to write
+    assert (result.created, result.rewritten, result.trained_trials) == (0, 0, 6)
+    assert sorted(_by_number(_children(client, report.parent_run_id))) == list(range(6))

@@ -32,6 +32,8 @@ def trials():
         _trial(2, "sgd", 1e-1, "completed", [1.0, 0.8, 0.70]),
         _trial(3, "sgd", 1e-3, "pruned", [1.0]),
         _trial(4, "sgd", 5.0, "diverged", [math.inf]),
+        _trial(5, "rmsprop", 1e-2, "pruned", [1.0, 0.9]),  # an optimizer that never completed
+        _trial(6, "adamw", 1.0, "diverged", [1.0, 5e5]),  # ... and one that only diverged
         _trial(None, "muon", 0.02, "infeasible", [], state=10**9),
     ])
 
@@ -41,7 +43,7 @@ def _labels(ax) -> list[str]:
     return [t.get_text() for t in legend.get_texts()] if legend else []
 
 
-def test_curves_show_the_best_completed_trial_of_each_optimizer(trials):
+def test_curves_show_the_best_trial_of_every_optimizer_that_trained(trials):
     fig = plot_curves(trials)
     (ax,) = fig.axes
     assert isinstance(fig, Figure) and ax.get_title() and ax.get_xlabel() == "epoch"
@@ -49,33 +51,42 @@ def test_curves_show_the_best_completed_trial_of_each_optimizer(trials):
     labels = _labels(ax)
     assert any(label.startswith("adam (lr=0.001") for label in labels)  # adam's best is trial 0
     assert any(label.startswith("sgd (lr=0.1") for label in labels)
+    assert any(label.startswith("rmsprop (") and "pruned at epoch 2" in label for label in labels)
+    assert any(label.startswith("adamw (") and "diverged at epoch 2" in label for label in labels)
     assert any("target loss" in label for label in labels)
-    adam = next(line for line in ax.get_lines() if line.get_label().startswith("adam"))
-    assert list(adam.get_xdata()) == [1, 2, 3] and list(adam.get_ydata()) == [1.0, 0.6, 0.4]
+    lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+    assert list(lines["adam"].get_xdata()) == [1, 2, 3] and list(lines["adam"].get_ydata()) == [1.0, 0.6, 0.4]
+    assert lines["rmsprop"].get_linestyle() == "--" and list(lines["rmsprop"].get_ydata()) == [1.0, 0.9]
+    assert list(lines["adamw"].get_ydata()) == [1.0]  # drawn until it diverged, the huge value left out
+    assert ax.get_ylim()[1] < 10  # so the divergence does not flatten the other curves
+    assert ax.get_yscale() == "linear"
 
 
-def test_lr_sensitivity_is_on_a_log_axis_and_marks_divergence(trials):
+def test_lr_sensitivity_compares_every_optimizer_at_the_same_epoch(trials):
     (ax,) = plot_lr_sensitivity(trials).axes
     assert ax.get_xscale() == "log" and "learning rate" in ax.get_xlabel()
-    assert ax.get_ylabel() == "final validation loss"
+    # rmsprop reached epoch 2 only, adamw epoch 1 before diverging: epoch 1 is where all can be compared
+    assert ax.get_ylabel() == "validation loss at epoch 1"
     labels = _labels(ax)
-    assert {"adam", "sgd"} <= set(labels)
+    assert {"adam", "sgd", "rmsprop", "adamw"} <= set(labels)
     assert any(label.startswith("diverged") for label in labels)
-    assert any(label.startswith("pruned") for label in labels)
+    points = {tuple(p) for c in ax.collections for p in c.get_offsets()}
+    assert (1e-2, 1.0) in points and (1e-3, 1.0) in points  # a pruned trial beside completed ones
     top = ax.get_ylim()[1]
     crosses = [c for c in ax.collections if c.get_offsets().shape[0] and c.get_offsets()[0][0] == 5.0]
     assert crosses and crosses[0].get_offsets()[0][1] <= top  # the diverged trial is drawn, on the chart
 
 
-def test_tradeoff_has_two_panels_and_highlights_the_recommendation(trials):
+def test_tradeoff_shows_every_optimizer_and_highlights_the_recommendation(trials):
     rec = recommend(trials)
     fig = plot_tradeoff(trials, rec)
     left, right = fig.axes
-    assert "(s)" in left.get_xlabel() and "memory" in right.get_xlabel()
+    assert "per epoch" in left.get_xlabel() and "memory" in right.get_xlabel()
     for ax in (left, right):
-        assert ax.get_ylabel() == "final validation loss"
-        assert f"recommended: {rec.optimizer}" in _labels(ax)
-    assert "never reached the target" in left.get_title()  # sgd's completed trial is shown as missing
+        assert ax.get_ylabel() == "validation loss"
+        labels = _labels(ax)
+        assert f"recommended: {rec.optimizer}" in labels
+        assert {"adam", "sgd", "rmsprop"} <= set(labels)  # rmsprop never completed, and is still there
     assert right.xaxis.get_major_formatter()(800, 0) == "800 B"  # bytes read as bytes
 
 
