@@ -350,3 +350,13 @@ def test_one_member_is_trained_sequentially(blobs):
     (fused_m,) = train_fused(setup, [(spec, candidate)], 0)
     seq_m = train_candidate(setup, spec, candidate, 0)
     assert fused_m.val_losses == seq_m.val_losses and math.isfinite(fused_m.final_val_loss)
+
+
+def test_with_torchs_default_optimizer_implementations_the_weights_are_bit_identical(blobs):
+    setup = make_setup(blobs, mlp(4, 3))
+    members = every_optimizer()
+    _, models = train_fused(setup, members, 0, return_models=True, fast_optimizers=False)
+    for (spec, candidate), fused_model in zip(members, models):
+        _, seq_model = sequential(setup, spec, candidate)
+        for key, value in seq_model.state_dict().items():
+            assert torch.equal(fused_model.state_dict()[key], value), (spec.name, key)
