@@ -360,3 +360,18 @@ def test_with_torchs_default_optimizer_implementations_the_weights_are_bit_ident
         _, seq_model = sequential(setup, spec, candidate)
         for key, value in seq_model.state_dict().items():
             assert torch.equal(fused_model.state_dict()[key], value), (spec.name, key)
+
+
+@pytest.mark.parametrize("value", [True, False, None])
+def test_the_study_setting_fused_takes_a_bool_or_none(value):
+    from autoopt.config import StudyConfig
+
+    assert StudyConfig(fused=value).fused is value
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.0])
+def test_the_study_setting_fused_rejects_anything_else_naming_it(value):
+    from autoopt.config import StudyConfig
+
+    with pytest.raises(ValueError, match=f"fused must be True, False or None .* but got {value!r}"):
+        StudyConfig(fused=value)
