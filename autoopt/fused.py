@@ -347,8 +347,9 @@ def max_group_size(setup: TrainingSetup, members: Sequence[Member], *, memory_bu
     >>> split = prepare_data((torch.randn(64, 3), torch.randn(64, 1)))
     >>> model = nn.Linear(3, 1)
     >>> setup = TrainingSetup(model, split, infer_task(model, split), torch.device("cpu"), 2, 16, 0)
+    >>> # 4 weights: 16 B of parameters, 16 B of gradients, 40 B of Adam state per member
     >>> max_group_size(setup, [(get_spec("adam"), Candidate("adam", {"lr": 1e-3}))] * 8, memory_budget=200)
-    4
+    2
     """
     members = list(members)
     if not members:

@@ -6,8 +6,9 @@ defaults, in the order ROTATION, repeated past 13) are trained for ``--epochs`` 
 whole calls timed on the wall clock (model copies, evaluation and set-up included). Sequential and
 fused runs are interleaved in every round, in the same process, and the ratio of each round is
 taken against that round's own sequential times; the table reports the median ratio over rounds.
-The sequential time of a group is the sum of its members' sequential times (each optimizer is run
-once per round; a repeated one is counted again), so both sides train the same mix.
+The sequential time of a group is the sum of its members' sequential times (each configuration is
+run once per round, right before the group's fused run; a repeated one is counted again), so both
+sides train the same mix. ``--mix adam-lrs`` makes every group an lr sweep of Adam instead.
 
 Targets (issue 9): on CPU at K=16, >= 4x the sequential throughput for models under 100k
 parameters; at K=1, fused no slower than 1.05x sequential (train_fused trains one member with
@@ -73,7 +74,11 @@ def make_setup(name: str, device: torch.device, epochs: int) -> TrainingSetup:
     return TrainingSetup(model, split, infer_task(model, split), device, epochs, batch_size, seed=0)
 
 
-def members(k: int):
+def members(k: int, mix: str = "rotation"):
+    """K members: the registry's optimizers at their defaults (ROTATION), or Adam at K learning rates."""
+    if mix == "adam-lrs":  # an lr sweep of one optimizer: 1e-4 ... 1e-1, log-spaced
+        lrs = np.logspace(-4, -1, k) if k > 1 else [1e-3]
+        return [(get_spec("adam"), Candidate("adam", {**get_spec("adam").defaults, "lr": float(lr)})) for lr in lrs]
     names = [n for n in ROTATION if n in list_optimizers()]
     return [(get_spec(names[i % len(names)]), Candidate(names[i % len(names)], dict(get_spec(names[i % len(names)]).defaults)))
             for i in range(k)]
@@ -85,23 +90,30 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(setup: TrainingSetup, ks: list[int], rounds: int) -> dict:
-    """Per K: the median over rounds of fused / sequential candidate-epochs per second, and both rates."""
-    distinct = sorted({spec.name for k in ks for spec, _ in members(k)}, key=ROTATION.index)
-    for spec, candidate in members(min(len(distinct), max(ks))):  # warm-up: first calls pay one-off costs
+def measure(setup: TrainingSetup, ks: list[int], rounds: int, mix: str) -> dict:
+    """Per K: the median over rounds of fused / sequential candidate-epochs per second, and both rates.
+
+    Every member of a group is also trained sequentially in the same round (a repeated configuration
+    once, its time counted for each repeat), right before the group's fused run.
+    """
+    for spec, candidate in members(min(13, max(ks)), mix):  # warm-up: first calls pay one-off costs
         train_candidate(setup, spec, candidate, 0)
-    train_fused(setup, members(min(4, max(ks))), 0)
+    train_fused(setup, members(min(4, max(ks)), mix), 0)
     per_k: dict[int, dict[str, list[float]]] = {k: {"ratio": [], "seq": [], "fused": []} for k in ks}
     for _ in range(rounds):
-        sequential = {name: timed(lambda n=name: train_candidate(setup, get_spec(n), Candidate(n, dict(get_spec(n).defaults)), 0))
-                      for name in distinct}
         for k in ks:
-            group = members(k)
-            fused = timed(lambda g=group: train_fused(setup, g, 0))
-            seq = sum(sequential[spec.name] for spec, _ in group)
+            group = members(k, mix)
+            # K=1 is one short run each way: alternate a few pairs so that one noisy run decides less
+            pairs = 5 if k == 1 else 1
+            seq = fused = 0.0
+            for _ in range(pairs):
+                times = {c.key(): timed(lambda s=s, c=c: train_candidate(setup, s, c, 0))
+                         for s, c in {c.key(): (s, c) for s, c in group}.values()}
+                seq += sum(times[c.key()] for _, c in group)
+                fused += timed(lambda g=group: train_fused(setup, g, 0))
             per_k[k]["ratio"].append(seq / fused)
-            per_k[k]["seq"].append(k * setup.epochs / seq)
-            per_k[k]["fused"].append(k * setup.epochs / fused)
+            per_k[k]["seq"].append(pairs * k * setup.epochs / seq)
+            per_k[k]["fused"].append(pairs * k * setup.epochs / fused)
     return {str(k): {"speedup": statistics.median(v["ratio"]), "speedups": v["ratio"],
                      "sequential_candidate_epochs_per_s": statistics.median(v["seq"]),
                      "fused_candidate_epochs_per_s": statistics.median(v["fused"])} for k, v in per_k.items()}
@@ -113,6 +125,8 @@ def main() -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--mix", choices=["rotation", "adam-lrs"], default="rotation",
+                        help="rotation: every registry optimizer at its defaults; adam-lrs: Adam at K learning rates")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped where absent")
     parser.add_argument("--out", type=Path, default=RESULTS / "fused_throughput.json")
     args = parser.parse_args()
@@ -120,7 +134,7 @@ def main() -> None:
 
     results = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                "threads": torch.get_num_threads(), "epochs": args.epochs, "rounds": args.rounds,
-               "rotation": ROTATION, "runs": []}
+               "mix": args.mix, "rotation": ROTATION, "runs": []}
     for device_name in args.devices:
         if device_name == "cuda" and not torch.cuda.is_available():
             print("cuda: not available here, skipped")
@@ -136,7 +150,7 @@ def main() -> None:
                 results["runs"].append({"device": device_name, "recipe": name, "params": n_params, "fusable": reason})
                 continue
             start = time.perf_counter()
-            per_k = measure(setup, args.ks, args.rounds)
+            per_k = measure(setup, args.ks, args.rounds, args.mix)
             results["runs"].append({"device": device_name, "recipe": name, "params": n_params, "per_k": per_k,
                                     "seconds": time.perf_counter() - start})
             cells = "  ".join(f"K={k}: {v['speedup']:.2f}x ({v['fused_candidate_epochs_per_s']:.1f} vs "
