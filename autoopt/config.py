@@ -74,6 +74,7 @@ class StudyConfig:
     study_name: str | None = None
     device: str | None = None
     threads: int | None = None  # torch CPU threads per trial; None: 1 for models under SMALL_MODEL parameters
+    fused: bool | None = None  # train candidates of one seed in one pass (autoopt.fused); None: fuse where it applies
     tracking: bool = True
     tracking_uri: str | None = None
     experiment_name: str | None = None
@@ -129,6 +130,8 @@ class StudyConfig:
         _one_of("task", self.task, ("classification", "regression"))
         _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("parallel", self.parallel, ("processes", "threads"))
+        if self.fused is not None and not isinstance(self.fused, bool):
+            raise ValueError(f"fused must be True, False or None (fuse where it applies) but got {self.fused!r}.")
         check_policy(self.policy)
 
     @property
