@@ -190,6 +190,7 @@ class _FusedRun:
     def _train(self) -> None:
         setup, device = self.setup, self.device
         reset_peak_memory(device)
+        self._modes("eval")
         initial, _ = self.stack.evaluate(setup.split.val, setup.task, self.with_accuracy)
         for member, loss in zip(self.alive, initial):
             member.measurement.initial_val_loss = loss
@@ -199,6 +200,7 @@ class _FusedRun:
             start = mark = time.perf_counter()
             for member in self.alive:
                 member.shared_seconds = member.own_seconds = 0.0
+            self._modes("train")
             self.totals = torch.zeros(len(self.alive), device=device)  # row r: alive[r]'s summed loss
             count = 0
             for xb, yb in setup.split.train.batches(setup.batch_size, generator):
@@ -259,8 +261,16 @@ class _FusedRun:
                 release_memory(self.device)
         return None
 
+    def _modes(self, mode: str) -> None:
+        """Schedule-Free-style optimizers evaluate at other weights than they step: switch them, as
+        train_candidate does, before training (``train()``) and before every evaluation (``eval()``)."""
+        for member in self.alive:
+            if member.spec.train_eval_modes:
+                getattr(member.optimizer, mode)()
+
     def _end_epoch(self, epoch: int, train_losses: list[float], wall: float) -> None:
         setup = self.setup
+        self._modes("eval")
         val_losses, accuracies = self.stack.evaluate(setup.split.val, setup.task, self.with_accuracy)
         # Honest shares: each member's part of the shared passes plus its own steps, scaled so that
         # the members' seconds add up to the epoch's synchronized wall time (on CUDA the host-side
