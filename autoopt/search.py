@@ -60,13 +60,37 @@ def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pr
     return optuna.pruners.NopPruner()
 
 
-def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> Any:
-    """An Optuna storage from a URL, a journal file path (process workers) or a storage object."""
-    if isinstance(storage, Path):
-        from optuna.storages.journal import JournalFileBackend
+#: A storage string that names a journal file (Optuna's file storage that several processes share):
+#: ``journal:study.log`` or ``journal:///abs/path/study.log``.
+JOURNAL_PREFIX = "journal:"
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
-    return storage
+
+def journal_file(storage: str) -> str:
+    """The file of a ``journal:PATH`` (or ``journal:///abs/path``) storage.
+
+    >>> journal_file("journal:///tmp/s.log"), journal_file("journal:s.log")
+    ('/tmp/s.log', 's.log')
+    """
+    rest = storage[len(JOURNAL_PREFIX):]
+    return rest[2:] if rest.startswith("//") else rest
+
+
+def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> Any:
+    """An Optuna storage from a URL, ``journal:PATH`` or a journal file path, or a storage object.
+
+    A library error (a server that does not answer, a file that cannot be written) becomes one
+    ValueError that names the storage.
+    """
+    if isinstance(storage, str) and storage.startswith(JOURNAL_PREFIX):
+        storage = Path(journal_file(storage))
+    try:
+        if isinstance(storage, Path):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+        return storage
+    except OSError as exc:
+        raise ValueError(f"storage={str(storage)!r} cannot be opened: {exc}.") from None
 
 
 def create_study(
@@ -78,15 +102,37 @@ def create_study(
     seed: int,
     epochs: int,
 ) -> optuna.Study:
-    """A new study, or the stored one of the same name (resume)."""
-    return optuna.create_study(
-        study_name=study_name,
-        storage=open_storage(storage),
-        sampler=make_sampler(sampler, seed),
-        pruner=make_pruner(pruner, epochs),
-        direction="minimize",
-        load_if_exists=True,
-    )
+    """A new study, or the stored one of the same name (resume).
+
+    A storage that cannot be opened (a server that does not answer, a database that is not Optuna's)
+    is one ValueError naming it, not the database library's exception.
+    """
+    opened = open_storage(storage)
+    try:
+        return optuna.create_study(
+            study_name=study_name,
+            storage=opened,
+            sampler=make_sampler(sampler, seed),
+            pruner=make_pruner(pruner, epochs),
+            direction="minimize",
+            load_if_exists=True,
+        )
+    except Exception as exc:
+        if not _is_storage_error(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"storage={_describe(storage)} cannot be opened: {type(exc).__name__}: {first}") from None
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """An error of the database layer (SQLAlchemy, its driver, the file system) rather than of autoopt."""
+    module = type(exc).__module__
+    return isinstance(exc, OSError) or module.startswith(("sqlalchemy", "psycopg", "sqlite3"))
+
+
+def _describe(storage: Any) -> str:
+    return repr(str(storage)) if isinstance(storage, (str, Path)) else type(storage).__name__
+
 
 
 def _param_name(spec: OptimizerSpec, dim: str) -> str:

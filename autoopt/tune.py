@@ -56,6 +56,7 @@ def tune(
     >>> opt = report.recommendation.build(torch.nn.Linear(4, 2).parameters())
     """
     config = _make_config(config, settings)
+    _check_arguments(model, target, loss_fn)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -96,7 +97,7 @@ def tune(
             raise RuntimeError(
                 "no trial completed, so there is nothing to recommend"
                 + (f"; the first error was {errors.iloc[0]}" if len(errors) else "")
-                + ". Every result is in the study's storage and the tracker."
+                + "." + _where_results_are(config)
             )
         recommendation = recommend(trials, config.policy, config.tolerance)
         tracker.log_summary(recommendation, trials)
@@ -115,6 +116,26 @@ def tune(
                   epochs_spent=float(trials["epochs"].sum()) + range_epochs,
                   tracking_uri=getattr(tracker, "tracking_uri", None),
                   parent_run_id=getattr(tracker, "parent_run_id", None))
+
+
+def _check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
+    """The arguments that are not settings, checked before the data is touched."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module but got {type(model).__name__}.")
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"target must be the name of a DataFrame column (a string) but got {target!r}.")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> scalar tensor, but got {loss_fn!r}.")
+
+
+def _where_results_are(config: StudyConfig) -> str:
+    """Where a failed study's trials can be read, if anywhere."""
+    places = []
+    if config.storage is not None:
+        places.append("the study's storage")
+    if config.tracking:
+        places.append("the tracker")
+    return f" Every trial is recorded in {' and '.join(places)}." if places else ""
 
 
 def _make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:
@@ -192,10 +213,11 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     """
     import optuna
 
+    opened = search.open_storage(storage)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
     trials = trials_table(search.read_records(study, resolve_specs(None)))
     tracking_uri, parent_run_id = search.load_tracking(study)
