@@ -12,6 +12,7 @@ from .data import prepare_data
 from .device import select_device
 from .muon import MuonWithAdamW
 from .recommend import Recommendation, recommend
+from .recipes import recipe
 from .records import Candidate, EpochRecord, Measurement, TrialRecord
 from .registry import (
     LogUniform,
@@ -42,6 +43,7 @@ __all__ = [
     "list_optimizers",
     "load_report",
     "prepare_data",
+    "recipe",
     "recommend",
     "register_optimizer",
     "select_device",
