@@ -86,6 +86,7 @@ def tune(
         study = search.create_study(study_name=study_name, storage=workers.storage if workers else config.storage,
                                     sampler=config.sampler, pruner=config.pruner, seed=config.seed,
                                     epochs=config.epochs)
+        search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
