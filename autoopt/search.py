@@ -465,14 +465,45 @@ def run(
     """Run trials until n_trials, timeout or the epoch limit; a trial's exception is a FAIL, not a crash."""
     if n_trials is not None and n_trials <= 0:
         return
+    callbacks = [stop_after_epochs(epoch_limit)] if epoch_limit is not None else []
+    total = study.user_attrs.get(TRIAL_BUDGET_ATTR)
+    if total is not None:
+        callbacks.append(stop_at_study_total(int(total)))
     study.optimize(
         objective,
         n_trials=n_trials,
         timeout=timeout,
         n_jobs=n_jobs,
         catch=(Exception,),
-        callbacks=[stop_after_epochs(epoch_limit)] if epoch_limit is not None else None,
+        callbacks=callbacks or None,
     )
+
+
+#: The study user attribute holding its total search-trial budget (n_trials), for every process.
+TRIAL_BUDGET_ATTR = "autoopt:n_trials"
+
+
+def save_trial_budget(study: optuna.Study, n_trials: int | None) -> None:
+    """Store the study's total n_trials in the storage, where every process's ``run`` reads it."""
+    if n_trials is not None and study.user_attrs.get(TRIAL_BUDGET_ATTR) != n_trials:
+        study.set_user_attr(TRIAL_BUDGET_ATTR, n_trials)
+
+
+def stop_at_study_total(total: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback: stop this process once the study (all processes) has ``total`` search trials.
+
+    It looks after each counted trial of this process, so each other process can finish at most the
+    one trial it is running: the study ends with at most total + processes - 1 search trials.
+    """
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        outcome = trial.user_attrs.get("measurement", {}).get("outcome")
+        counted = trial.user_attrs.get("purpose", "search") in ("search", "screen") and outcome not in (
+            None, "interrupted", "eliminated", "cancelled")
+        if counted and finished_trials(study) >= total:
+            study.stop()
+
+    return callback
 
 
 def spent(study: optuna.Study) -> float:

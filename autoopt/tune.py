@@ -87,6 +87,7 @@ def tune(
                                     sampler=config.sampler, pruner=config.pruner, seed=config.seed,
                                     epochs=config.epochs)
         search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
+        search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
