@@ -322,7 +322,7 @@ def stale_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     A running trial of a live process (any machine) keeps beating and is never listed. In-memory
     studies live in one process: nothing there is stale.
     """
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = _backend(study)
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))
         return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in stale]
@@ -395,6 +395,14 @@ def enqueue_once(study: optuna.Study, key: str, params: dict[str, Any],
         return True
 
 
+def _backend(study: optuna.Study) -> Any:
+    """The study's storage, unwrapped from Optuna's cache (RDB storages); a JournalStorage as it is."""
+    storage = study._storage
+    if isinstance(storage, optuna.storages.JournalStorage):
+        return storage
+    return getattr(storage, "_backend", storage)
+
+
 _PROCESS_LOCK = threading.Lock()
 _ENGINES: dict[str, Any] = {}
 
@@ -402,7 +410,7 @@ _ENGINES: dict[str, Any] = {}
 @contextlib.contextmanager
 def storage_lock(study: optuna.Study, key: str = "study") -> Iterator[None]:
     """A lock on ``study`` that every process sharing its storage respects (see ``enqueue_once``)."""
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = _backend(study)
     name = f"{study.study_name}:{key}"
     with _PROCESS_LOCK:  # threads of this process first; the storage-wide lock then orders processes
         if isinstance(storage, optuna.storages.RDBStorage) and storage.url.startswith("postgresql"):

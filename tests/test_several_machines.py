@@ -109,3 +109,34 @@ def test_four_workers_share_one_study(tmp_path, kind):
     print(kind, "search trials trained:", len(trained), "all trials:", len(trials))
     # the budget is the study's total: at most one in-flight trial per other worker on top
     assert search.finished_trials(study) <= n_trials + workers - 1
+
+
+def _enqueue_many(storage: str, name: str, barrier, keys: list[str]) -> None:
+    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    barrier.wait(timeout=60)  # every process starts queueing at the same moment
+    for key in keys:
+        search.enqueue_once(study, key, {"x": 1.0}, {"purpose": "search"})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_enqueue_once_queues_each_key_once_across_processes(tmp_path, kind):
+    import multiprocessing
+
+    if kind == "postgresql" and not postgres_available():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test)")
+    storage = {"sqlite": f"sqlite:///{tmp_path / 'q.db'}", "journal": f"journal:{tmp_path / 'q.log'}",
+               "postgresql": POSTGRES}[kind]
+    name = f"queue-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=search.open_storage(storage))
+    context = multiprocessing.get_context("fork")  # each child opens the storage itself
+    barrier = context.Barrier(4)
+    keys = [f"promote:{i}" for i in range(8)]
+    processes = [context.Process(target=_enqueue_many, args=(storage, name, barrier, keys)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    queued = sorted(t.user_attrs[search.QUEUE_KEY] for t in study.get_trials(deepcopy=False))
+    assert queued == sorted(keys)  # each key once, none missing
