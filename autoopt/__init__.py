@@ -22,6 +22,7 @@ _EXPORTS = {
     "select_device": "device",
     "MuonWithAdamW": "muon",
     "Recommendation": "recommend",
+    "recipe": "recipes",
     "recommend": "recommend",
     "Candidate": "records",
     "EpochRecord": "records",

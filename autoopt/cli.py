@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<STUDY>.db here)")
     show.set_defaults(handler=_show)
 
+    _add_worker_parser(commands, common)
+
     ui = commands.add_parser(
         "ui", parents=[common], help="open MLflow's UI on 127.0.0.1",
         description="Start 'mlflow ui' on 127.0.0.1 for the tracking store studies record to "
@@ -229,9 +231,9 @@ def _finished_trials(storage: str, study_name: str) -> int:
     try:
         import optuna
 
-        from .search import finished_trials
+        from .search import finished_trials, open_storage
 
-        return finished_trials(optuna.load_study(study_name=study_name, storage=storage))
+        return finished_trials(optuna.load_study(study_name=study_name, storage=open_storage(storage)))
     except Exception:  # no such study yet, or an unreachable storage that tune() will report properly
         return 0
 
@@ -271,6 +273,50 @@ def _literal(value: Any) -> str:
     if isinstance(value, tuple):
         return "(" + ", ".join(_literal(v) for v in value) + ")"
     return repr(value)
+
+
+# --- worker ------------------------------------------------------------------------------------------
+
+def _add_worker_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    worker = commands.add_parser(
+        "worker", parents=[common], help="join a study from this machine (a shared storage)",
+        description="Train trials of the study defined in STUDY_FILE in a storage that other machines share "
+                    "(PostgreSQL: postgresql://user@host/db). Start one per machine (or several); the budget "
+                    "is the study's total, however many workers join. Trains nothing once it is spent.")
+    worker.add_argument("study_file", metavar="STUDY_FILE", help="the same study file on every machine")
+    worker.add_argument("--storage", help="the shared Optuna storage URL (default: the file's storage)")
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's, else MLflow's default)")
+    worker.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
+    worker.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best one here)")
+    worker.set_defaults(handler=_worker)
+
+
+def _worker(args: argparse.Namespace, argv: list[str]) -> int:
+    """One more process on a shared study: the study's own run, without the report."""
+    from .tune import tune
+
+    study = load_study_file(args.study_file)
+    storage = args.storage or study.settings.storage
+    if storage is None:
+        raise ValueError("worker needs a storage every worker can reach: pass --storage "
+                         "postgresql://user@host/db (or set storage in the study file).")
+    recipe = load_recipe(study.recipe, study.base_dir)
+    config = study.resolve(recipe, storage=storage, tracking_uri=args.tracking_uri, device=args.device,
+                           tracking=False if args.no_tracking else None, verbose=False)
+    select_device(config.device)
+    model, data = recipe.make(seed=config.seed)
+    before = _finished_trials(config.storage, config.study_name)
+    print(f"worker: joined study '{config.study_name}' in {config.storage} ({before} search trial(s) done)",
+          file=sys.stderr)
+    try:
+        report = tune(model, data, config=config)
+    except KeyboardInterrupt:
+        _error("worker interrupted; its finished trials are in the storage.", kind="")
+        return EXIT_INTERRUPTED
+    after = _finished_trials(config.storage, config.study_name)
+    print(f"worker: study '{config.study_name}' has {after} search trial(s) done; recommended "
+          f"{report.recommendation.optimizer} (see: autoopt show {shlex.quote(args.study_file)} --storage ...)")
+    return EXIT_OK
 
 
 # --- show --------------------------------------------------------------------------------------------

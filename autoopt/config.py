@@ -6,14 +6,17 @@ before any data is touched or any model trained.
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from .recommend import Policy, check_policy
 from .registry import apply_space, resolve_specs
-from .search import PRUNERS, SAMPLERS, SPACES
+from .search import JOURNAL_PREFIX, PRUNERS, SAMPLERS, SPACES, journal_file
 
 #: Below this many parameters a model trains on one CPU thread: intra-op parallelism gains nothing on
 #: such small tensors, and on shared cores it was measured 3-9x slower (digits MLP, CNN, deep tanh net).
@@ -22,6 +25,14 @@ SMALL_MODEL = 1_000_000
 #: Training-run equivalents a study spends when neither n_trials, timeout nor budget is given: the
 #: search-efficiency benchmark's target cost (benchmarks/search_efficiency.py).
 DEFAULT_BUDGET = 5.0
+
+#: Seeds are used as ``seed + i`` for extra seeds and workers; numpy's generators take at most 2**32 - 1.
+MAX_SEED = 2**31 - 1
+#: Settings that are True or False, never a string or a number.
+BOOLEANS = ("refine_lr", "tracking", "verbose")
+#: The URI schemes MLflow 3 has tracking stores for (besides plain folder paths).
+TRACKING_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql",
+                    "mysql", "mssql")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -34,11 +45,16 @@ def parse_bytes(value: int | float | str | None) -> int | None:
     """
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    accepted = "give bytes (a positive number) or a string like '512MB' or '2GiB'"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"memory_budget must be a size but got {value!r} ({type(value).__name__}); {accepted}.")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"memory_budget={value!r} is not a size; {accepted}.")
         return int(value)
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", value)
     if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"memory_budget={value!r} is not a size; give bytes (an int) or a string like '512MB' or '2GiB'.")
+        raise ValueError(f"memory_budget={value!r} is not a size; {accepted}.")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
@@ -83,56 +99,54 @@ class StudyConfig:
     precision: str = "fp32"  # "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
 
     def __post_init__(self) -> None:
-        if self.optimizers is not None:
-            names = [self.optimizers] if isinstance(self.optimizers, (str, type)) else list(self.optimizers)
-            resolve_specs(names)  # unknown names: one error listing the valid ones
-            object.__setattr__(self, "optimizers", tuple(names))
+        # Types first, each with the setting's name: a bool is not a number, "false" is not False.
+        object.__setattr__(self, "optimizers", _optimizer_names(self.optimizers))
         object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("n_jobs", self.n_jobs)
-        _positive_int("seeds", self.seeds)
-        if self.n_trials is not None:
-            _positive_int("n_trials", self.n_trials)
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
-        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds but got {self.timeout!r}.")
-        if self.budget is not None and not (isinstance(self.budget, (int, float)) and self.budget > 0):
-            raise ValueError(f"budget must be a positive number of training-run equivalents but got {self.budget!r}.")
-        if self.total_budget is not None:
-            if self.total_budget <= self.reevaluation_cost:
-                raise ValueError(
-                    f"budget={self.total_budget} training runs cannot cover re-evaluating the top {self.reevaluate_top} "
-                    f"on {self.seeds - 1} extra seed(s) ({self.reevaluation_cost} runs) and leave room to search; "
-                    "raise the budget or lower reevaluate_top / seeds."
-                )
-        if isinstance(self.refine_after, bool) or not isinstance(self.refine_after, int) or self.refine_after < 1:
-            raise ValueError(f"refine_after must be a positive integer (portfolio entries) but got {self.refine_after!r}.")
-        if not isinstance(self.reevaluate_top, int) or self.reevaluate_top < 0:
-            raise ValueError(f"reevaluate_top must be 0 or a positive integer but got {self.reevaluate_top!r}.")
-        if not 0 <= self.tolerance < 1:
-            raise ValueError(f"tolerance must be in [0, 1) (a fraction of the best loss) but got {self.tolerance!r}.")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1 but got {self.val_fraction!r}.")
-        if not self.divergence_factor > 1:
-            raise ValueError(f"divergence_factor must be above 1 but got {self.divergence_factor!r}.")
+        for name in ("epochs", "batch_size", "n_jobs", "seeds"):
+            _positive_int(name, getattr(self, name))
+        for name in ("n_trials", "threads"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        for name in BOOLEANS:
+            _boolean(name, getattr(self, name))
+        if self.timeout is not None:
+            _finite_number("timeout", self.timeout, "a positive number of seconds", lambda v: v > 0)
+        if self.budget is not None:
+            _finite_number("budget", self.budget, "a positive number of training-run equivalents", lambda v: v > 0)
+        _integer("reevaluate_top", self.reevaluate_top, "0 or a positive integer", lambda v: v >= 0)
+        _integer("seed", self.seed, f"an integer in [0, {MAX_SEED}]", lambda v: 0 <= v <= MAX_SEED)
+        _finite_number("tolerance", self.tolerance, "in [0, 1) (a fraction of the best loss)", lambda v: 0 <= v < 1)
+        _finite_number("val_fraction", self.val_fraction, "between 0 and 1", lambda v: 0 < v < 1)
+        _finite_number("divergence_factor", self.divergence_factor, "a finite number above 1", lambda v: v > 1)
+        _positive_int("refine_after", self.refine_after)
         if self.memory_budget is not None and self.memory_budget <= 0:
             raise ValueError(f"memory_budget must be positive but got {self.memory_budget!r}.")
-        _one_of("sampler", self.sampler, SAMPLERS)
-        _one_of("pruner", self.pruner, PRUNERS)
-        _one_of("space", self.space, SPACES)
-        if isinstance(self.space, Mapping):
+        _choice("sampler", self.sampler, SAMPLERS, "optuna.samplers.BaseSampler")
+        _choice("pruner", self.pruner, PRUNERS, "optuna.pruners.BasePruner")
+        if isinstance(self.space, str):
+            _one_of("space", self.space, SPACES)
+        elif isinstance(self.space, Mapping):
             apply_space(resolve_specs(self.optimizers), self.space)  # checked against the registry now
         elif not isinstance(self.space, str):
             raise ValueError(f"space must be one of {list(SPACES)} or a dict of ranges per optimizer, e.g. "
                              f"{{'adam': {{'lr': [1e-4, 1e-1]}}}}, but got {self.space!r}.")
-        _one_of("task", self.task, ("classification", "regression"))
+        if self.task is not None:
+            _one_of("task", self.task, ("classification", "regression"))
         _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("parallel", self.parallel, ("processes", "threads"))
         if self.fused is not None and not isinstance(self.fused, bool):
             raise ValueError(f"fused must be True, False or None (fuse where it applies) but got {self.fused!r}.")
+        for name in ("study_name", "experiment_name", "device"):
+            _optional_text(name, getattr(self, name))
+        object.__setattr__(self, "storage", check_storage(self.storage))
+        check_tracking_uri(self.tracking_uri)
         check_policy(self.policy)
+        if self.total_budget is not None and self.total_budget <= self.reevaluation_cost:
+            raise ValueError(
+                f"budget={self.total_budget} training runs cannot cover re-evaluating the top {self.reevaluate_top} "
+                f"on {self.seeds - 1} extra seed(s) ({self.reevaluation_cost} runs) and leave room to search; "
+                "raise the budget or lower reevaluate_top / seeds."
+            )
 
     @property
     def trial_budget(self) -> int | None:
@@ -178,10 +192,135 @@ class StudyConfig:
 
 
 def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer but got {value!r}.")
+    _integer(name, value, "a positive integer", lambda v: v > 0)
+
+
+def _integer(name: str, value: Any, what: str, ok: Callable[[int], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {what} but got {value!r} ({type(value).__name__}).")
+    if not ok(value):
+        raise ValueError(f"{name} must be {what} but got {value!r}.")
+
+
+def _finite_number(name: str, value: Any, what: str, ok: Callable[[float], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number ({what}) but got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be {what} but got {value!r}.")
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        hint = f" (write {value.strip().lower() == 'true'} without quotes)" if isinstance(value, str) \
+            and value.strip().lower() in ("true", "false") else ""
+        raise TypeError(f"{name} must be True or False but got {value!r} ({type(value).__name__}){hint}.")
+
+
+def _optional_text(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string but got {value!r} ({type(value).__name__}).")
+    if not value.strip():
+        raise ValueError(f"{name} must not be empty (leave it out for the default) but got {value!r}.")
 
 
 def _one_of(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if isinstance(value, str) and value not in options:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(options)} but got {value!r} ({type(value).__name__}).")
+    if value not in options:
         raise ValueError(f"unknown {name} {value!r}; use one of {list(options)}.")
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...], base: str) -> None:
+    """A name from ``options`` or an instance of the Optuna class ``base`` (checked without importing it)."""
+    module, _, cls = base.rpartition(".")
+    if not isinstance(value, str):
+        import importlib
+
+        if isinstance(value, getattr(importlib.import_module(module), cls)):
+            return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(options)} or an {base} but got {value!r} "
+                        f"({type(value).__name__}).")
+    _one_of(name, value, options)
+
+
+def _optimizer_names(value: Any) -> tuple[str, ...] | None:
+    """None, one name or a list of names, every one registered, none twice."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, (str, type)) else value
+    if isinstance(names, (list, tuple)) and any(isinstance(n, type) for n in names):
+        resolve_specs(list(names))  # a torch optimizer class: the error says which registry name to write
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"optimizers must be an optimizer name or a list of names (strings) but got {value!r} "
+                        f"({type(value).__name__}); see autoopt.list_optimizers().")
+    if not names:
+        raise ValueError("optimizers is an empty list; name at least one optimizer, or leave it out for all of them.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"optimizers names {twice} more than once; name each optimizer once.")
+    try:
+        resolve_specs(list(names))  # unknown names: one error listing the valid ones
+    except ValueError as exc:
+        raise ValueError(f"optimizers: {exc}") from None
+    return tuple(names)
+
+
+def check_storage(storage: Any) -> Any:
+    """A storage URL Optuna can open, ``journal:PATH`` (a journal file), a path or an Optuna storage.
+
+    Checked without connecting: the URL must parse and its database driver must be importable.
+
+    >>> check_storage("sqlite:///study.db")
+    'sqlite:///study.db'
+    """
+    if storage is None:
+        return None
+    if isinstance(storage, os.PathLike):
+        return Path(storage)
+    if not isinstance(storage, str):
+        import optuna
+
+        if isinstance(storage, optuna.storages.BaseStorage):
+            return storage
+        raise TypeError(f"storage must be a database URL (e.g. 'sqlite:///study.db'), 'journal:PATH' or an "
+                        f"optuna storage but got {storage!r} ({type(storage).__name__}).")
+    if storage.startswith(JOURNAL_PREFIX):
+        if not journal_file(storage):
+            raise ValueError(f"storage={storage!r} names no file; write 'journal:path/to/study.log'.")
+        return storage
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    accepted = "a database URL such as 'sqlite:///study.db' or 'postgresql://user@host/db', or 'journal:PATH'"
+    try:
+        url = make_url(storage)
+        dialect = url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ValueError(f"storage={storage!r} is not a storage URL ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0]}); give {accepted}.") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(f"storage={storage!r} needs the database driver {exc.name!r}, which is not installed; "
+                         f"install it (for PostgreSQL: pip install 'psycopg[binary]').") from None
+    return storage
+
+
+def check_tracking_uri(uri: Any) -> None:
+    """A tracking URI MLflow has a store for: a path, or one of TRACKING_SCHEMES (checked without MLflow)."""
+    if uri is None:
+        return
+    if not isinstance(uri, str):
+        raise TypeError(f"tracking_uri must be a string but got {uri!r} ({type(uri).__name__}).")
+    if not uri.strip():
+        raise ValueError("tracking_uri must not be empty (leave it out for MLflow's default).")
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):", uri)
+    if match is None or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter)
+        return
+    scheme = match.group(1).lower().split("+", 1)[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(f"tracking_uri={uri!r} has the scheme {match.group(1)!r}, which MLflow has no store for; "
+                         f"use a folder path or one of {', '.join(s + ':' for s in TRACKING_SCHEMES)}.")

@@ -16,7 +16,8 @@ user's DataLoader is iterated as given.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 #: Largest validation chunk evaluated at once: validation needs no per-sample gradient state.
 VAL_CHUNK = 4096
+#: Features or regression targets larger than this (in absolute value) after intake are badly scaled:
+#: every optimizer's default learning rate assumes values of order 1.
+SCALE_WARNING = 1e3
 
 
 @dataclass
@@ -209,6 +213,7 @@ def _to_tensors(data: Any, target: str | None, what: str) -> tuple[torch.Tensor,
     """(X, y, original class labels or None) from arrays, tensors, a DataFrame or a Dataset."""
     import pandas as pd
 
+    columns: list[str] | None = None
     if isinstance(data, pd.DataFrame):
         if target is not None and target not in data.columns:
             import difflib
@@ -229,6 +234,7 @@ def _to_tensors(data: Any, target: str | None, what: str) -> tuple[torch.Tensor,
                 f"{what} has non-numeric feature columns {bad}; encode them first (e.g. pandas.get_dummies)."
             )
         X_raw, y_raw = features.to_numpy(dtype=np.float32), data[target]
+        columns = [str(c) for c in features.columns]
     elif isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
         X_raw, y_raw = _materialize(data, what)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -246,7 +252,25 @@ def _to_tensors(data: Any, target: str | None, what: str) -> tuple[torch.Tensor,
         raise ValueError(f"{what} is empty (0 samples); give at least a few samples to train on.")
     _check_finite(X, f"{what}: X (features)")
     _check_finite(y, f"{what}: y (targets)")
+    warn_badly_scaled(X, y, what, columns, target)
     return X, y, classes
+
+
+def warn_badly_scaled(X: torch.Tensor, y: torch.Tensor, what: str, columns: Sequence[str] | None = None,
+                      target: str | None = None) -> None:
+    """Warn, naming the columns, when float features or targets exceed SCALE_WARNING in absolute value."""
+    bad: list[str] = []
+    if X.is_floating_point() and len(X):
+        peak = X.abs().reshape(len(X), -1).amax(dim=0)
+        for i in (peak > SCALE_WARNING).nonzero().flatten().tolist()[:10]:
+            bad.append(f"{columns[i] if columns else f'x[{i}]'} (|x| up to {float(peak[i]):.3g})")
+    if y.is_floating_point() and len(y) and float(y.abs().max()) > SCALE_WARNING:
+        bad.append(f"{target or 'y'} (target, |y| up to {float(y.abs().max()):.3g})")
+    if bad:
+        warnings.warn(f"{what} is badly scaled: {', '.join(bad)} exceed {SCALE_WARNING:g}; optimizers' default "
+                      "learning rates assume values of order 1, so standardize them first (e.g. "
+                      "sklearn.preprocessing.StandardScaler) or the recommendation will not carry over.",
+                      UserWarning, stacklevel=4)
 
 
 def _materialize(dataset: Dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,8 +46,12 @@ def check_policy(policy: Policy) -> None:
     if not isinstance(policy, Mapping) or not policy:
         raise ValueError(f"policy must be one of {list(POLICIES)} or a dict of weights over {list(CRITERIA)}, got {policy!r}.")
     unknown = sorted(set(policy) - set(CRITERIA))
-    if unknown or any(not isinstance(w, (int, float)) or w < 0 for w in policy.values()):
-        raise ValueError(f"policy weights must be non-negative numbers over {list(CRITERIA)}, got {dict(policy)!r}.")
+    if unknown or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
+                      for w in policy.values()):
+        raise ValueError(f"policy weights must be finite non-negative numbers over {list(CRITERIA)}, "
+                         f"got {dict(policy)!r}.")
+    if not any(w > 0 for w in policy.values()):
+        raise ValueError(f"policy weights must include a positive one (all zero weigh nothing), got {dict(policy)!r}.")
 
 
 @dataclass

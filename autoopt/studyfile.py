@@ -112,6 +112,9 @@ def load_study_file(path: str | Path) -> StudyFile:
         raise StudyFileError(f"{path}: cannot read it: {exc.strerror or exc}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyFileError(f"{path}: not valid TOML: {exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise StudyFileError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a study file is "
+                             "UTF-8 TOML.") from None
     return parse_study(data, path)
 
 

@@ -72,6 +72,7 @@ def tune(
     if isinstance(settings.get("optimizers"), type):
         settings["optimizers"] = [settings["optimizers"]]  # named by StudyConfig's error: a class, not a name
     config = _make_config(config, settings)
+    _check_arguments(model, target, loss_fn)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -111,6 +112,8 @@ def tune(
         if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
             study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
                                         pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+        search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
+        search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         for record in infeasible:
             tracker.end_trial(record)
@@ -124,7 +127,7 @@ def tune(
             raise RuntimeError(
                 "no trial completed, so there is nothing to recommend"
                 + (f"; the first error was {errors.iloc[0]}" if len(errors) else "")
-                + ". Every result is in the study's storage and the tracker."
+                + "." + _where_results_are(config)
             )
         recommendation = recommend(trials, config.policy, config.tolerance)
         tracker.log_summary(recommendation, trials, records, times)
@@ -142,6 +145,26 @@ def tune(
                   parent_run_id=getattr(tracker, "parent_run_id", None),
                   wall_seconds=time.perf_counter() - started,
                   bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
+
+
+def _check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
+    """The arguments that are not settings, checked before the data is touched."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module but got {type(model).__name__}.")
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"target must be the name of a DataFrame column (a string) but got {target!r}.")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> scalar tensor, but got {loss_fn!r}.")
+
+
+def _where_results_are(config: StudyConfig) -> str:
+    """Where a failed study's trials can be read, if anywhere."""
+    places = []
+    if config.storage is not None:
+        places.append("the study's storage")
+    if config.tracking:
+        places.append("the tracker")
+    return f" Every trial is recorded in {' and '.join(places)}." if places else ""
 
 
 def _make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:
@@ -236,10 +259,11 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     """
     import optuna
 
+    opened = search.open_storage(storage)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
     trials = trials_table(search.read_records(study, resolve_specs(None)))
     tracking_uri, parent_run_id = search.load_tracking(study)

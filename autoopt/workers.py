@@ -9,10 +9,15 @@ and a worker that dies takes only its running trial with it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +50,8 @@ def run_forked(n_workers: int, work: Callable[[int], None], on_wait: Callable[[]
     """
     context = multiprocessing.get_context("fork")
     per_worker = threads_per_worker(n_workers, threads)
-    processes = [context.Process(target=_child, args=(work, i, per_worker), name=f"autoopt-worker-{i}")
+    parent = os.getpid()
+    processes = [context.Process(target=_child, args=(work, i, per_worker, parent), name=f"autoopt-worker-{i}")
                  for i in range(n_workers)]
     for process in processes:
         process.start()
@@ -66,7 +72,41 @@ def run_forked(n_workers: int, work: Callable[[int], None], on_wait: Callable[[]
         raise RuntimeError(f"worker process(es) failed: {failed}; their finished trials are in the storage.")
 
 
-def _child(work: Callable[[int], None], index: int, threads: int) -> None:
+#: Linux's prctl option that sends the calling process a signal when the thread that forked it dies.
+PR_SET_PDEATHSIG = 1
+#: How often a worker without prctl (macOS) checks that its parent is still alive.
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this (forked) process die when ``parent`` does: a worker must never outlive its study.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, then a check that the parent did not die before
+    that call (the process would then already be re-parented). Elsewhere: a daemon thread that
+    polls ``getppid()``. The death signal fires when the *thread* that forked exits, so forking is
+    left to the thread that runs the study.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            _watch_parent(parent)  # prctl refused (a sandbox): fall back to polling
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died between fork and prctl
+
+
+def _watch_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="autoopt-orphan-check", daemon=True).start()
+
+
+def _child(work: Callable[[int], None], index: int, threads: int, parent: int) -> None:
+    die_with_parent(parent)
     torch.set_num_threads(threads)
     code = 0
     try:

@@ -75,6 +75,8 @@ def test_a_file_reference_without_a_function_uses_build(tmp_path):
 
 def test_a_module_reference_imports_from_the_current_folder(tmp_path):
     write_recipe(tmp_path / "my_recipes_pkg" / "models.py", doc="From a package.")
+    marked = (tmp_path / "my_recipes_pkg" / "models.py").read_text() + "\nAUTOOPT_RECIPE = True\n"
+    (tmp_path / "my_recipes_pkg" / "models.py").write_text(marked)
     (tmp_path / "my_recipes_pkg" / "__init__.py").write_text("")
     try:
         recipe = load_recipe("my_recipes_pkg.models:build")
@@ -147,3 +149,103 @@ def test_an_edited_recipe_is_read_again(tmp_path):
     assert load_recipe("r.py", tmp_path).description == "First."
     write_recipe(tmp_path / "r.py", doc="Second.")
     assert load_recipe("r.py", tmp_path).description == "Second."
+
+
+# --- recipes are the only code a study file runs -----------------------------------------------------
+
+def _cli(project: Path, recipe_ref: str, *, subprocess_run: bool = False) -> tuple[int, str]:
+    """``autoopt run`` on a study file in project/studies naming ``recipe_ref``: (exit code, stderr)."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+
+    from autoopt.cli import main
+
+    (project / "studies").mkdir(exist_ok=True)
+    study = project / "studies" / "s.toml"
+    study.write_text(f"recipe = {recipe_ref!r}\nn_trials = 1\ntracking = false\n")
+    if subprocess_run:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        done = subprocess.run([sys.executable, "-m", "autoopt.cli", "run", str(study)], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stderr
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", str(study)])
+    return code, err.getvalue()
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autoopt: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("sys:exit", "sys.exit is not marked as a recipe"),
+    ("os:abort", "os.abort is not marked as a recipe"),
+    ("../../outside.py", "is outside the study's project"),
+])
+def test_the_real_command_refuses_what_is_not_a_recipe(tmp_path, ref, message):
+    project = tmp_path / "project"
+    project.mkdir()
+    write_recipe(tmp_path / "outside.py")  # exists, but outside the project
+    (project / "recipes").mkdir()  # marks the project's root
+    code, err = _cli(project, ref, subprocess_run=True)
+    assert code == 2, err
+    assert message in _one_line(err)
+
+
+def test_unmarked_modules_imported_functions_and_escaping_paths_are_refused(tmp_path):
+    project = tmp_path / "project"
+    write_recipe(project / "recipes" / "ok.py")
+    (project / "recipes" / "borrowed.py").write_text("from os import getcwd\n")
+    (tmp_path / "unmarked_mod.py").write_text("import sys\nsys.exit(7)\ndef build():\n    pass\n")  # cwd: importable
+    write_recipe(tmp_path / "elsewhere" / "r.py")
+    (project / "studies").mkdir()
+    (project / "link.py").symlink_to(tmp_path / "elsewhere" / "r.py")
+    cases = {
+        "../recipes/borrowed.py:getcwd": "'getcwd' is not defined in",
+        "unmarked_mod:build": "unmarked_mod.build is not marked as a recipe",  # refused before it is imported
+        "../../elsewhere/r.py": "outside the study's project",
+        str(tmp_path / "elsewhere" / "r.py"): "outside the study's project",
+        "../link.py": "outside the study's project",  # a symlink that leaves the project
+        "json:loads": "json.loads is not marked as a recipe",
+    }
+    for ref, message in cases.items():
+        code, err = _cli(project, ref)
+        assert code == 2 and message in _one_line(err), (ref, err)
+    assert load_recipe("ok", project / "studies").name == "ok"  # a recipe in the project's recipes/ still loads
+    assert load_recipe("../recipes/ok.py:build", project / "studies").name == "ok"
+
+
+def test_a_marked_module_function_is_a_recipe(tmp_path):
+    write_recipe(tmp_path / "decorated.py", body="pass")
+    text = (tmp_path / "decorated.py").read_text().replace("def build", "import autoopt\n\n@autoopt.recipe\ndef build")
+    (tmp_path / "decorated.py").write_text(text)
+    (tmp_path / "flagged.py").write_text("AUTOOPT_RECIPE = True\n" + text.replace("@autoopt.recipe\n", ""))
+    try:
+        for ref in ("decorated:build", "flagged:build"):
+            assert isinstance(load_recipe(ref).make()[0], torch.nn.Linear)
+    finally:
+        sys.modules.pop("decorated", None)
+        sys.modules.pop("flagged", None)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("raise SystemExit(3)", "called sys.exit(3) while building"),
+    ("import sys; sys.exit()", "called sys.exit(None) while building"),
+    ("raise RuntimeError('no data')", "raised while building: RuntimeError: no data"),
+])
+def test_a_recipe_that_raises_or_exits_is_reported_with_exit_2(tmp_path, body, message):
+    write_recipe(tmp_path / "recipes" / "bad.py", body=body)
+    code, err = _cli(tmp_path, "bad")
+    assert code == 2 and message in _one_line(err), err
+
+
+def test_a_recipe_that_exits_on_import_is_reported_with_exit_2(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "quits.py").write_text('"""Quits."""\nimport sys\nsys.exit(5)\n')
+    code, err = _cli(tmp_path, "quits")
+    assert code == 2 and "called sys.exit(5) while importing" in _one_line(err), err
