@@ -57,7 +57,8 @@ def trials(storage: str) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(tmp_path):
+def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")  # this process judges staleness by the same grace
     storage = f"sqlite:///{tmp_path / 'resume.db'}"
     (tmp_path / "study.py").write_text(STUDY)
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
