@@ -293,6 +293,8 @@ def _add_worker_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _worker(args: argparse.Namespace, argv: list[str]) -> int:
     """One more process on a shared study: the study's own run, without the report."""
+    from .device import select_device
+    from .studyfile import load_study_file
     from .tune import tune
 
     study = load_study_file(args.study_file)

@@ -217,10 +217,17 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
 
 
 def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
-            purpose: str, seed: int, *, extra: dict[str, Any] | None = None) -> None:
-    """Queue ``candidate`` as the next trial, with ``extra`` user attributes (kept with the trial)."""
+            purpose: str, seed: int, *, extra: dict[str, Any] | None = None, once: str | None = None) -> bool:
+    """Queue ``candidate`` as the next trial, with ``extra`` user attributes (kept with the trial).
+
+    ``once``: a key that queues it at most once per study, whichever process asks (``enqueue_once``).
+    Returns whether it was queued.
+    """
     attrs: dict[str, Any] = {"purpose": purpose, "seed": seed, "key": candidate.key(), **(extra or {})}
+    if once is not None:
+        return enqueue_once(study, once, trial_params(candidate, spec, space), attrs)
     study.enqueue_trial(trial_params(candidate, spec, space), user_attrs=attrs)
+    return True
 
 
 def make_objective(

@@ -141,7 +141,7 @@ class _Runner:
             for i in todo[:n]:
                 candidate = entries[i]
                 search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space,
-                               "portfolio", self.config.seed, extra={"portfolio_index": i})
+                               "portfolio", self.config.seed, extra={"portfolio_index": i}, once=f"portfolio:{i}")
             self.run_queued("portfolio", None)
 
     def run_halving(self) -> None:
@@ -160,7 +160,7 @@ class _Runner:
         sizes, rungs, _ = halving_plan(n, epochs, HALVING_RATE)
         for i, candidate in enumerate(entries[:n]):
             search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space, "portfolio",
-                           self.config.seed, extra={"portfolio_index": i, "group": True})
+                           self.config.seed, extra={"portfolio_index": i, "group": True}, once=f"portfolio:{i}")
         rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])), n)
         objective = search.make_objective(
             self.specs, _trial_runner(self.by_name, self.setup, self.tracker, self.progress, rendezvous),
@@ -183,7 +183,7 @@ class _Runner:
         if self.runs_left() < 1:
             return False
         search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space, purpose,
-                       self.config.seed)
+                       self.config.seed, once=f"{purpose}:{candidate.key()}")
         self._run(1, frozenset({purpose}), here=True)
         return True
 
@@ -305,7 +305,7 @@ def _line_search(runner: _Runner) -> None:
                 lr *= direction
                 if not low <= lr <= high:
                     break
-                step = Candidate(best.optimizer, {**best.params, "lr": lr})
+                step = Candidate(best.optimizer, {**best.params, "lr": lr})  # queued once: see run_one
                 loss = _loss_of(runner, step)
                 if loss is None and not _tried(runner, step):
                     if not runner.run_one(step, "refine"):
@@ -400,4 +400,5 @@ def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config
         candidate = Candidate(row["optimizer"], dict(row["params"]))
         for seed in extra_seeds:
             if (row["config"], seed) not in seen and (candidate.key(), seed) not in queued:
-                search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed)
+                search.enqueue(study, candidate, by_name[row["optimizer"]], config.space, "reevaluation", seed,
+                               once=f"reevaluation:{candidate.key()}:{seed}")

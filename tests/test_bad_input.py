@@ -104,12 +104,9 @@ KINDS = [
     Kind("tracking_uri", "not a string", st.one_of(st.integers(), st.booleans())),
     Kind("tracking", "not a bool", not_a_bool),
     Kind("verbose", "not a bool", not_a_bool, toml=False),  # a command-line flag (--quiet), not a file key
-    Kind("eliminate", "not a bool", not_a_bool),
     Kind("refine_lr", "not a bool", not_a_bool),
-    Kind("lr_range_test", "not a bool", not_a_bool),
-    Kind("enqueue_defaults", "not a bool", not_a_bool),
-    Kind("screen_epochs", "not positive", not_positive_int),
-    Kind("screen_epochs", "more than epochs", st.integers(2, 1000)),  # with epochs 1
+    Kind("refine_after", "not positive", not_positive_int),
+    Kind("refine_after", "a bool", st.booleans()),
     Kind("reevaluate_top", "negative", st.integers(max_value=-1)),
     Kind("reevaluate_top", "bool", st.booleans()),
     Kind("val_fraction", "out of (0, 1)", st.one_of(st.floats(max_value=0, allow_nan=False),

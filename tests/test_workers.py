@@ -24,10 +24,10 @@ g = torch.Generator().manual_seed(0)
 X = torch.randn(400, 8, generator=g)
 y = (X[:, 0] > 0).long()
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
-# no screening or promotions: one long search phase, so the workers found are the ones that would train on
+# no line search: the portfolio, then one long sampled phase, so the workers found are the ones that would train on
 autoopt.tune(model, (X, y), optimizers=["sgd", "adam"], n_trials=400, epochs=10, batch_size=8, n_jobs=2, study_name="orphans",
              storage=sys.argv[1], tracking=False, verbose=False, seeds=1, pruner="none",
-             enqueue_defaults=False, eliminate=False, refine_lr=False)
+             refine_lr=False)
 """
 
 
