@@ -268,15 +268,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sh_cost(n: int, epochs: int, eta: int) -> tuple[list[int], list[int], float]:
-    """Rung sizes and epochs of successive halving with continuation from ``n`` configurations."""
-    sizes, rungs = [n], []
-    while sizes[-1] > 1:
-        sizes.append(max(1, sizes[-1] // eta))
-    m = len(sizes)
-    rungs = [max(1, round(epochs / eta ** (m - 1 - i))) for i in range(m)]
-    rungs[-1] = epochs
-    cost = sum(s * (r - (rungs[i - 1] if i else 0)) for i, (s, r) in enumerate(zip(sizes, rungs)))
-    return sizes, rungs, cost
+    """Rung sizes, rung epochs and total epochs of successive halving: autoopt's own plan."""
+    from autoopt.strategy import halving_plan
+
+    return halving_plan(n, epochs, eta)
 
 
 def run_halving(grid: Grid, seed: int, budget: float, portfolio: Sequence[Config], *, eta: int = 3,
