@@ -239,7 +239,7 @@ def run_method(name: str, method: str, seed: int, budget: float) -> dict[str, An
             raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
     except Exception as exc:
         result = {"recommendation": None, "tre": None, "error": f"{type(exc).__name__}: {exc}"}
-    result.update(problem=name, method=method, seed=seed, budget=budget,
+    result.update(problem=name, method=method, seed=seed, budget=budget, code=code_version(),
                   seconds=round(time.perf_counter() - start, 2))
     if result.get("recommendation"):
         result["recommendation"]["params"] = {k: (v.item() if hasattr(v, "item") else v)
@@ -279,12 +279,20 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         budgets = BUDGETS if method == "autoopt" else (1,) if method in ONE_RUN else PEER_BUDGETS
         calls += [(n, method, s, b) for n in problems for s in args.seeds for b in budgets]
+    # the budgets every method is compared at first, so that a run stopped early still has a table
+    calls.sort(key=lambda c: (c[3] not in PEER_BUDGETS, c[3], c[2]))
     start = time.perf_counter()
-    runs = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_method, *call) for call in calls]
+    done = _load_done(out, calls)
+    runs = list(done.values())
+    todo = [c for c in calls if c not in done]
+    print(f"{len(runs)} searches kept from {out.with_suffix('.jsonl')}, {len(todo)} to run", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool, out.with_suffix(".jsonl").open("a") as log:
+        futures = [pool.submit(run_method, *call) for call in todo]
         for i, future in enumerate(as_completed(futures), 1):
-            runs.append(future.result())
+            run = future.result()
+            runs.append(run)
+            log.write(json.dumps(run) + "\n")  # every finished search is kept: a rerun resumes
+            log.flush()
             if i % 20 == 0 or i == len(futures):
                 print(f"  searches {i}/{len(futures)} ({time.perf_counter() - start:.0f} s)", flush=True)
         # the held-out evaluations, computed in the pool and written to each problem's cache here
@@ -322,6 +330,29 @@ def main(argv: list[str] | None = None) -> int:
     print(report_tables(result))
     (out.with_suffix(".md")).write_text(report_tables(result) + "\n")
     return 0
+
+
+def _load_done(out: Path, calls: list[tuple]) -> dict[tuple, dict[str, Any]]:
+    """Searches already finished by this code (the same autoopt and benchmark sources), by call."""
+    path, version = out.with_suffix(".jsonl"), code_version()
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            run = json.loads(line)
+            key = (run["problem"], run["method"], run["seed"], run["budget"])
+            if run.get("code") == version and key in set(calls):
+                done[key] = run
+    return done
+
+
+def code_version() -> str:
+    """A hash of the package and this benchmark's sources: a search result is reused only while it holds."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*REPO.glob("autoopt/*.py"), REPO / "autoopt/portfolio.json", *REPO.glob("benchmarks/*.py")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def machine() -> dict[str, Any]:
