@@ -89,7 +89,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
         runner.run_sampled()
         if config.reevaluate_top and config.seeds > 1:
             _enqueue_reevaluations(study, by_name, config, [config.seed + i for i in range(1, config.seeds)])
-            runner.run_queued("reevaluation", None, reevaluation=True)
+            runner.run_queued("reevaluation", reevaluation=True)
         progress.finish()
     finally:
         progress.close()
@@ -136,13 +136,13 @@ class _Runner:
             todo = [i for i in range(len(entries)) if i not in queued]
             n = int(min(len(todo), self.runs_left()))
             if n <= 0:
-                self.run_queued("portfolio", None)  # entries queued by a run that was stopped
+                self.run_queued("portfolio")  # entries queued by a run that was stopped
                 return
             for i in todo[:n]:
                 candidate = entries[i]
                 search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space,
                                "portfolio", self.config.seed, extra={"portfolio_index": i}, once=f"portfolio:{i}")
-            self.run_queued("portfolio", None)
+            self.run_queued("portfolio")
 
     def run_halving(self) -> None:
         """Successive halving with continuation over as many portfolio entries as the budget affords.
@@ -167,13 +167,10 @@ class _Runner:
             self.config.seed, self.config.space, purposes=frozenset({"portfolio"}))
         search.run(self.study, objective, n_trials=n, timeout=None, n_jobs=n)
 
-    def run_queued(self, purpose: str, at_most: int | None, reevaluation: bool = False) -> None:
-        """Run the queued trials of ``purpose`` in order, until ``at_most`` of them have run (in all)."""
+    def run_queued(self, purpose: str, reevaluation: bool = False) -> None:
+        """Run the queued trials of ``purpose`` in order, while they fit."""
         while True:
-            waiting = search.waiting_trials(self.study, purpose)
-            n = min(waiting, self.runs_left(reevaluation))
-            if at_most is not None:
-                n = min(n, at_most - search.finished_trials(self.study, purposes=(purpose,)))
+            n = min(search.waiting_trials(self.study, purpose), self.runs_left(reevaluation))
             if n <= 0:
                 return
             self._run(int(n), frozenset({purpose}))
