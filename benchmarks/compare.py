@@ -67,6 +67,8 @@ ALGOPERF_POINTS = (  # (optimizer, params beyond registry defaults)
 )
 METHODS = ("autoopt", "optuna_tpe_hyperband", "random", "adam_1e-3", "defaults", "algoperf_adamw5", "schedulefree",
            "previous")
+#: autoopt with one setting changed, for ablations on the dev fold (``--methods autoopt autoopt+reeval2``)
+ABLATIONS = {"autoopt+reeval2": {"reevaluate_top": 2, "seeds": 2}}
 ONE_RUN = ("adam_1e-3", "schedulefree")  # the same single run at every budget: run once per seed
 
 
@@ -157,13 +159,13 @@ def run_plain_optuna(name: str, seed: int, budget: float, kind: str) -> dict[str
     return {"recommendation": _best_of(runs), "tre": spent / setup.epochs}
 
 
-def run_autoopt(name: str, seed: int, budget: float) -> dict[str, Any]:
+def run_autoopt(name: str, seed: int, budget: float, **options: Any) -> dict[str, Any]:
     import autoopt
 
     problem, split = PROBLEMS[name], split_of(name)
     report = autoopt.tune(problem.model(seed), (split.train.X, split.train.y), val_data=(split.val.X, split.val.y),
                           epochs=problem.epochs, batch_size=problem.batch_size, budget=budget, seed=seed,
-                          device="cpu", tracking=False, verbose=False)
+                          device="cpu", tracking=False, verbose=False, **options)
     rec = report.recommendation
     return {"recommendation": {"optimizer": rec.optimizer, "params": dict(rec.params)}, "tre": report.cost,
             "wall_tre": report.wall_cost,
@@ -221,6 +223,8 @@ def run_method(name: str, method: str, seed: int, budget: float) -> dict[str, An
     try:
         if method == "autoopt":
             result = run_autoopt(name, seed, budget)
+        elif method in ABLATIONS:
+            result = run_autoopt(name, seed, budget, **ABLATIONS[method])
         elif method == "optuna_tpe_hyperband":
             result = run_plain_optuna(name, seed, budget, "tpe")
         elif method == "random":
@@ -236,7 +240,7 @@ def run_method(name: str, method: str, seed: int, budget: float) -> dict[str, An
         elif method == "previous":
             result = run_previous(name, seed, budget)
         else:
-            raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
+            raise ValueError(f"unknown method {method!r}; use one of {[*METHODS, *ABLATIONS]}")
     except Exception as exc:
         result = {"recommendation": None, "tre": None, "error": f"{type(exc).__name__}: {exc}"}
     result.update(problem=name, method=method, seed=seed, budget=budget, code=code_version(),
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problems", nargs="*")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SAMPLER_SEEDS))
+    parser.add_argument("--budgets", nargs="*", type=float, help="only these budgets (default: each method's own)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -277,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or OUT / f"compare-{args.fold}.json"
     calls = []
     for method in args.methods:
-        budgets = BUDGETS if method == "autoopt" else (1,) if method in ONE_RUN else PEER_BUDGETS
+        budgets = args.budgets or (BUDGETS if method == "autoopt" or method in ABLATIONS
+                                   else (1,) if method in ONE_RUN else PEER_BUDGETS)
         calls += [(n, method, s, b) for n in problems for s in args.seeds for b in budgets]
     # the budgets every method is compared at first, so that a run stopped early still has a table
     calls.sort(key=lambda c: (c[3] not in PEER_BUDGETS, c[3], c[2]))
