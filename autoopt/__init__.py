@@ -21,6 +21,7 @@ _EXPORTS = {
     "prepare_data": "data",
     "select_device": "device",
     "MuonWithAdamW": "muon",
+    "Objective": "objective",
     "Recommendation": "recommend",
     "recipe": "recipes",
     "recommend": "recommend",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .data import prepare_data
     from .device import select_device
     from .muon import MuonWithAdamW
+    from .objective import Objective
     from .recommend import Recommendation, recommend
     from .records import Candidate, EpochRecord, Measurement, TrialRecord
     from .registry import (LogUniform, OptimizerSpec, Uniform, dense_state, get_spec, list_optimizers,

@@ -383,17 +383,19 @@ def _optimizers(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _space(spec: OptimizerSpec) -> str:
-    from .registry import LogUniform
+    from .registry import Categorical, LogUniform
 
-    return ", ".join(f"{d.name} {d.low:g}..{d.high:g}{' log' if isinstance(d, LogUniform) else ''}"
+    return ", ".join(f"{d.name} {'|'.join(map(str, d.choices))}" if isinstance(d, Categorical)
+                     else f"{d.name} {d.low:g}..{d.high:g}{' log' if isinstance(d, LogUniform) else ''}"
                      for d in spec.space)
 
 
 def state_per_parameter(spec: OptimizerSpec) -> str:
     """The optimizer's state at its defaults, in parameter sizes, from its state-size rule.
 
-    The rule is probed with tensors of several shapes and fitted as ``k x params + r x (rows +
-    cols) + s scalars``; when matrices and vectors differ, both are shown.
+    The rule is probed with parameters of several shapes (``ParameterShape`` stand-ins, so that the
+    listing needs no torch; real tensors for a rule that needs them) and fitted as ``k x params +
+    r x (rows + cols) + s scalars``; when matrices and vectors differ, both are shown.
 
     >>> from autoopt.registry import get_spec
     >>> state_per_parameter(get_spec("adam"))
@@ -406,27 +408,66 @@ def state_per_parameter(spec: OptimizerSpec) -> str:
     return matrices if matrices == vectors else f"{matrices} (matrices), {vectors} (vectors)"
 
 
-def _fit_state(spec: OptimizerSpec, shapes: list[tuple[int, ...]]) -> str:
-    import numpy as np
-    import torch
+def _predict_state(spec: OptimizerSpec, shape: tuple[int, ...]) -> int:
+    """The rule's bytes for one parameter of ``shape`` in torch's default float dtype."""
+    from .registry import ParameterShape, default_float_bytes
 
-    scalar = torch.zeros(()).element_size()  # the registry's unit for "step"-like 0-d state
+    try:
+        return spec.predict_state_bytes([ParameterShape(shape, default_float_bytes())], spec.defaults)
+    except (AttributeError, TypeError):  # a user's rule that needs a real tensor
+        import torch
+
+        return spec.predict_state_bytes([torch.empty(shape)], spec.defaults)
+
+
+def _fit_state(spec: OptimizerSpec, shapes: list[tuple[int, ...]]) -> str:
+    import math
+
+    from .registry import default_float_bytes
+
+    size = scalar = default_float_bytes()  # a parameter's element and the registry's unit for "step"-like 0-d state
     rows, sizes = [], []
     for shape in shapes:
-        p = torch.empty(shape)
         lines = (shape[0] + shape[1]) if len(shape) == 2 else 0
-        rows.append([p.numel() * p.element_size(), lines * p.element_size(), scalar])
-        sizes.append(spec.predict_state_bytes([p], spec.defaults))
-    # SVD least squares: the (rows + cols) column is all zeros for vectors, so the system is rank-deficient
-    coeffs = np.linalg.lstsq(np.array(rows, dtype=float), np.array(sizes, dtype=float), rcond=None)[0]
-    k, r, s = (round(float(c)) for c in coeffs)
-    if any(k * a + r * b + s * c != size for (a, b, c), size in zip(rows, sizes)):
-        probe = torch.empty(1024, 1024)  # not of that form: say how big it is on one large matrix
-        ratio = spec.predict_state_bytes([probe], spec.defaults) / (probe.numel() * probe.element_size())
+        rows.append([math.prod(shape) * size, lines * size, scalar])
+        sizes.append(_predict_state(spec, shape))
+    # the (rows + cols) column is all zeros for vectors: a free unknown, 0 in the solution
+    k, r, s = (round(c) for c in _solve(rows, sizes))
+    if any(k * a + r * b + s * c != n for (a, b, c), n in zip(rows, sizes)):
+        # not of that form: say how big it is on one large matrix
+        ratio = _predict_state(spec, (1024, 1024)) / (1024 * 1024 * size)
         return f"~{ratio:.3g}x params (1024x1024)"
     terms = [f"{k}x params" if k else "", f"{r}x (rows + cols)" if r > 1 else ("rows + cols" if r else ""),
              {0: "", 1: "step"}.get(s, f"{s} scalars")]
     return " + ".join(t for t in terms if t) or "none"
+
+
+def _solve(rows: list[list[int]], values: list[int]) -> list[float]:
+    """A solution of ``rows @ x = values`` by Gauss-Jordan elimination in exact fractions, the
+    unknowns of columns without a pivot set to 0 (numpy's import would cost the listing a third of its time).
+
+    >>> _solve([[1, 0, 1], [2, 0, 1], [3, 0, 1]], [3, 5, 7])
+    [2.0, 0.0, 1.0]
+    """
+    from fractions import Fraction
+
+    m = [[Fraction(a) for a in row] + [Fraction(v)] for row, v in zip(rows, values)]
+    n, pivots, top = len(rows[0]), [], 0
+    for col in range(n):
+        pivot = next((i for i in range(top, len(m)) if m[i][col] != 0), None)
+        if pivot is None:
+            continue
+        m[top], m[pivot] = m[pivot], m[top]
+        m[top] = [a / m[top][col] for a in m[top]]
+        for i in range(len(m)):
+            if i != top and m[i][col] != 0:
+                m[i] = [a - m[i][col] * b for a, b in zip(m[i], m[top])]
+        pivots.append(col)
+        top += 1
+    x = [0.0] * n
+    for row, col in enumerate(pivots):
+        x[col] = float(m[row][-1])
+    return x
 
 
 def _recipes(args: argparse.Namespace, argv: list[str]) -> int:

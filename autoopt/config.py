@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .objective import Objective, check_objective
 from .recommend import Policy, check_policy
 from .registry import apply_space, resolve_specs
 from .search import JOURNAL_PREFIX, PRUNERS, SAMPLERS, SPACES, journal_file
@@ -69,6 +70,9 @@ class StudyConfig:
     timeout: float | None = None  # seconds for the search
     budget: float | None = None  # training-run equivalents (all epochs spent / epochs), re-runs included;
     # with none of n_trials, timeout and budget given, the budget is DEFAULT_BUDGET
+    # what the search minimizes or maximizes and the policy weighs as "loss": "val_loss", "val_accuracy"
+    # (classification), or autoopt.Objective(fn, direction=..., name=...) for a metric of your own
+    objective: str | Objective = "val_loss"
     policy: Policy = "default"
     tolerance: float = 0.01  # "as good as the best" for the default policy
     memory_budget: int | None = None  # bytes for params + grads + optimizer state
@@ -102,6 +106,7 @@ class StudyConfig:
         # Types first, each with the setting's name: a bool is not a number, "false" is not False.
         object.__setattr__(self, "optimizers", _optimizer_names(self.optimizers))
         object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
+        object.__setattr__(self, "objective", check_objective(self.objective))
         for name in ("epochs", "batch_size", "n_jobs", "seeds"):
             _positive_int(name, getattr(self, name))
         for name in ("n_trials", "threads"):
@@ -184,6 +189,8 @@ class StudyConfig:
             value = getattr(self, name)
             out[name] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
         out["optimizers"] = ",".join(self.optimizers) if self.optimizers else "all"
+        out["objective"] = self.objective.name  # type: ignore[union-attr]
+        out["objective_direction"] = self.objective.direction  # type: ignore[union-attr]
         return out
 
     @classmethod

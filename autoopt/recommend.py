@@ -5,6 +5,10 @@ trained on every seed they were given count: one that diverged on any seed is ne
 When some configurations were re-evaluated on extra seeds, only those compete, so a lucky seed
 cannot win.
 
+What the policies call "loss" is the study's objective (``objective=``): the validation loss unless it
+says otherwise, compared as a score where lower is better (``Objective.score``), so that a maximized
+objective such as ``"val_accuracy"`` is weighed the same way.
+
 Policies (``policy=``):
 - ``"default"``: the lowest mean validation loss; among configurations within ``tolerance`` (1%)
   of it, the fastest to reach the target loss; then the least optimizer memory.
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .objective import VAL_LOSS, Objective
 from .registry import get_spec
 
 POLICIES = ("default", "loss", "speed", "memory")
@@ -74,6 +79,10 @@ class Recommendation:
     seconds_to_target: float = math.nan
     optimizer_state_bytes: int = 0
     peak_memory_bytes: int = 0
+    objective: str = "val_loss"  # what was optimized: "val_loss", "val_accuracy" or your metric's name
+    objective_direction: str = "minimize"
+    objective_value: float = math.nan  # its mean final value over the seeds (val_loss's is val_loss)
+    objective_std: float = math.nan
     policy: str = "default"
     explanation: str = ""
     trial_numbers: list[int] = field(default_factory=list)
@@ -131,8 +140,11 @@ class Recommendation:
         return self.explanation or f"{self.optimizer} {self.params}"
 
 
-def summarize_configs(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong."""
+def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
+    """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong.
+
+    ``score`` is the mean final objective where lower is better: what the policies weigh as loss.
+    """
     runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
     if runs.empty:
         return pd.DataFrame()
@@ -140,18 +152,25 @@ def summarize_configs(trials: pd.DataFrame) -> pd.DataFrame:
     for config, group in runs.groupby("config", sort=False):
         good = group[group["outcome"] == "completed"]
         losses = good["final_val_loss"].to_numpy(dtype=float)
+        values = (good["objective"] if "objective" in good else good["final_val_loss"]).to_numpy(dtype=float)
         # a run that ends no better than it started learned nothing, whatever the other runs did
         start = good["initial_val_loss"] if "initial_val_loss" in good else pd.Series(math.nan, index=good.index)
         learned = bool((start.isna() | (good["final_val_loss"] < start)).all())  # NaN: start unknown
+        if objective.name != VAL_LOSS.name:
+            learned = True  # the objective judges, not the loss (a loss that rises while accuracy does is common)
         rows.append({
             "config": config,
             "optimizer": group["optimizer"].iloc[0],
             "family": group["family"].iloc[0],
             "params": group["params"].iloc[0],
             "n_seeds": len(group),
-            "ok": bool(len(good) == len(group) and np.isfinite(losses).all() and learned),
+            "ok": bool(len(good) == len(group) and np.isfinite(losses).all() and np.isfinite(values).all()
+                       and learned),
             "val_loss": float(losses.mean()) if len(losses) else math.nan,
             "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
+            "objective": float(values.mean()) if len(values) else math.nan,
+            "objective_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+            "score": float(objective.score(values.mean())) if len(values) else math.nan,
             "val_accuracy": float(good["final_val_accuracy"].mean()) if len(good) else math.nan,
             "epochs_to_target": float(good["epochs_to_target"].mean()) if len(good) else math.nan,
             "seconds_to_target": float(good["seconds_to_target"].mean()) if len(good) else math.nan,
@@ -167,35 +186,37 @@ def _within(losses: pd.Series, best: float, tolerance: float) -> pd.Series:
 
 
 def _pick(pool: pd.DataFrame, policy: Policy, tolerance: float) -> pd.Series:
-    best = pool["val_loss"].min()
+    """The chosen row; "loss" is the objective's ``score`` (lower is better, whatever its direction)."""
+    best = pool["score"].min()
     speed = pool["seconds_to_target"].fillna(math.inf)
     if policy == "loss":
-        return pool.loc[pool["val_loss"].idxmin()]
+        return pool.loc[pool["score"].idxmin()]
     if policy in ("default", "speed"):
-        near = pool[_within(pool["val_loss"], best, tolerance if policy == "default" else max(tolerance, WIDE_TOLERANCE))]
-        order = near.assign(_speed=speed[near.index]).sort_values(["_speed", "optimizer_state_bytes", "val_loss"])
+        near = pool[_within(pool["score"], best, tolerance if policy == "default" else max(tolerance, WIDE_TOLERANCE))]
+        order = near.assign(_speed=speed[near.index]).sort_values(["_speed", "optimizer_state_bytes", "score"])
         return order.iloc[0]
     if policy == "memory":
-        near = pool[_within(pool["val_loss"], best, max(tolerance, WIDE_TOLERANCE))]
-        return near.sort_values(["peak_memory_bytes", "val_loss"]).iloc[0]
+        near = pool[_within(pool["score"], best, max(tolerance, WIDE_TOLERANCE))]
+        return near.sort_values(["peak_memory_bytes", "score"]).iloc[0]
     weights = dict(policy)  # type: ignore[arg-type]
     score = (
-        weights.get("loss", 0.0) * pool["val_loss"] / max(abs(best), 1e-12)
+        weights.get("loss", 0.0) * pool["score"] / max(abs(best), 1e-12)
         + weights.get("speed", 0.0) * speed / max(speed.min(), 1e-9)
         + weights.get("memory", 0.0) * pool["peak_memory_bytes"] / max(pool["peak_memory_bytes"].min(), 1)
     )
     return pool.loc[score.idxmin()]
 
 
-def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float = 0.01) -> Recommendation:
-    """Choose from a trials table (``Report.trials``) by ``policy``.
+def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float = 0.01,
+              objective: Objective = VAL_LOSS) -> Recommendation:
+    """Choose from a trials table (``Report.trials``) by ``policy``, weighing ``objective`` as its loss.
 
     >>> import pandas as pd
     >>> from autoopt.results import trials_table
     >>> # see tests/test_recommend.py for hand-built tables
     """
     check_policy(policy)
-    configs = summarize_configs(trials)
+    configs = summarize_configs(trials, objective)
     if configs.empty or not configs["ok"].any():
         raise RuntimeError(
             "no configuration trained cleanly (each diverged, failed, or ended no better than it started): "
@@ -220,10 +241,14 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         seconds_to_target=float(chosen["seconds_to_target"]),
         optimizer_state_bytes=int(chosen["optimizer_state_bytes"]),
         peak_memory_bytes=int(chosen["peak_memory_bytes"]),
+        objective=str(objective.name),
+        objective_direction=objective.direction,
+        objective_value=float(chosen["objective"]),
+        objective_std=float(chosen["objective_std"]),
         policy=policy if isinstance(policy, str) else "weights " + str(dict(policy)),
         trial_numbers=list(chosen["trial_numbers"]),
     )
-    rec.explanation = explain(rec, configs, trials, tolerance) + note
+    rec.explanation = explain(rec, configs, trials, tolerance, objective) + note
     settings = rec.training_settings
     if not settings.is_default:  # one line of code for each training setting the choice includes
         rec.explanation += "\nWith its training settings:\n" + "\n".join(
@@ -265,12 +290,28 @@ _REASONS = {
 }
 
 
-def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float) -> str:
+def _reason(policy: str, objective: Objective) -> str:
+    """The policy's rule in words, with the objective in place of "validation loss" where it is another."""
+    reason = _REASONS.get(policy, "the lowest weighted score ({policy})")
+    if objective.name == VAL_LOSS.name:
+        return reason
+    return (reason.replace("the lowest mean validation loss", f"the best mean {objective.describe()}")
+            .replace("the best loss", f"the best {objective.name}")
+            .replace("the lowest weighted score (", f"the lowest weighted score, {objective.name} as loss ("))
+
+
+def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,
+            objective: Objective = VAL_LOSS) -> str:
     """A few lines comparing the choice with the best configuration of every other optimizer."""
-    reason = _REASONS.get(rec.policy, "the lowest weighted score ({policy})").format(
-        tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE), policy=rec.policy)
+    reason = _reason(rec.policy, objective).format(tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE),
+                                                   policy=rec.policy)
     spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) else ""
     accuracy = f", accuracy {rec.val_accuracy:.1%}" if math.isfinite(rec.val_accuracy) else ""
+    by_loss = objective.name == VAL_LOSS.name
+    if not by_loss:  # the objective first, then the loss
+        std = f" ± {rec.objective_std:.4g}" if math.isfinite(rec.objective_std) else ""
+        accuracy = "" if objective.name == "val_accuracy" else accuracy
+        spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
         f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread} "
         f"over {rec.n_seeds} seed(s){accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
@@ -280,11 +321,13 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
     ok = configs[configs["ok"]]
     others = ok[ok["optimizer"] != rec.optimizer]
     if not others.empty:
-        lines.append("Best of each other optimizer:")
-        for _, row in others.loc[others.groupby("optimizer")["val_loss"].idxmin()].sort_values("val_loss").iterrows():
-            delta = (row["val_loss"] - rec.val_loss) / max(abs(rec.val_loss), 1e-12)
+        lines.append("Best of each other optimizer" + ("" if by_loss else f" (by {objective.name})") + ":")
+        chosen = rec.val_loss if by_loss else rec.objective_value
+        for _, row in others.loc[others.groupby("optimizer")["score"].idxmin()].sort_values("score").iterrows():
+            value = row["val_loss"] if by_loss else row["objective"]
+            delta = (value - chosen) / max(abs(chosen), 1e-12)
             lines.append(
-                f"  {row['optimizer']:<10} {row['val_loss']:.4g} ({delta:+.1%}), "
+                f"  {row['optimizer']:<10} {value:.4g} ({delta:+.1%}), "
                 f"{_speed_text(row['epochs_to_target'], row['seconds_to_target'])}, "
                 f"state {format_bytes(row['optimizer_state_bytes'])} (lr={row['params'].get('lr', math.nan):.3g})"
             )

@@ -52,6 +52,8 @@ class EpochRecord:
     val_accuracy: float | None
     epoch_seconds: float  # training time of this epoch (validation excluded), CUDA synchronized
     elapsed_seconds: float  # training time since the trial started
+    #: the values of a metric of your own on the validation set, by name (``autoopt.Objective``)
+    val_metrics: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -62,6 +64,7 @@ class EpochRecord:
         }
         if self.val_accuracy is not None:
             out["val_accuracy"] = self.val_accuracy
+        out.update(self.val_metrics)
         return out
 
 

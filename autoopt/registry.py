@@ -3,6 +3,11 @@
 Record fields decide which arguments apply (no ``if name == ...`` chains elsewhere). Unlike timm's
 factory, an argument the optimizer does not take is an error, never silently dropped.
 
+The shipped records name their optimizer class by path (``"torch.optim:Adam"``), imported when first
+used, so that listing the registry (``autoopt optimizers``: names, families, spaces, state sizes)
+does not import torch.
+
+>>> import torch
 >>> spec = get_spec("adam")
 >>> spec.defaults["lr"]
 0.001
@@ -12,16 +17,19 @@ factory, an argument the optimizer does not take is an error, never silently dro
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import inspect
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import torch
-
-from .muon import MuonWithAdamW
 from .schedules import TRAINING_KEYS, check_training_params
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,80 @@ class Categorical:
 
 Dimension = Union[LogUniform, Uniform, Categorical]
 
-StateBytes = Callable[[Sequence[torch.Tensor], Mapping[str, Any]], int]
+#: A state-size rule: (parameters, hyperparameters) -> bytes. It may be given ``ParameterShape``
+#: stand-ins instead of tensors (to list the registry without torch), so it should use only their
+#: ``numel()``, ``element_size()``, ``ndim`` and ``shape``.
+StateBytes = Callable[[Sequence["torch.Tensor"], Mapping[str, Any]], int]
+
+
+def default_float_bytes() -> int:
+    """Bytes of torch's default float dtype: 4, or 8 after ``torch.set_default_dtype(torch.float64)``.
+
+    Read without importing torch: if torch is not imported, nothing can have changed its default.
+    """
+    torch = sys.modules.get("torch")
+    return 8 if torch is not None and torch.get_default_dtype() == torch.float64 else 4
 
 
 def _scalar_bytes() -> int:
     # torch keeps "step" (and NAdam's mu_product) as 0-d tensors of the default float dtype
-    return 8 if torch.get_default_dtype() == torch.float64 else 4
+    return default_float_bytes()
+
+
+@dataclass(frozen=True)
+class ParameterShape:
+    """A parameter's shape and element size, all a state-size rule needs: a tensor stand-in.
+
+    >>> dense_state(2, 1)([ParameterShape((3, 4))], {})
+    100
+    """
+
+    shape: tuple[int, ...]
+    itemsize: int = 4
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def element_size(self) -> int:
+        return self.itemsize
+
+
+class _ClassField:
+    """``OptimizerSpec.optimizer_class``: a class, or its path ``"module:QualName"`` imported when first read.
+
+    A record given a path checks its arguments against the class then (``__post_init__`` does it at
+    once for a class), so the registry can be listed without importing the optimizers' packages.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, spec: Any, owner: type | None = None) -> Any:
+        if spec is None:
+            raise AttributeError("optimizer_class has no default")  # a required dataclass field
+        value = spec.__dict__[self.slot]
+        if isinstance(value, str):
+            module, _, qualname = value.partition(":")
+            try:
+                value = importlib.import_module(module)
+                for part in qualname.split("."):
+                    value = getattr(value, part)
+            except (ImportError, AttributeError) as exc:
+                raise ValueError(f"optimizer {spec.name!r}: its class {spec.__dict__[self.slot]!r} cannot be "
+                                 f"imported ({type(exc).__name__}: {exc}); give a class or 'module:QualName'.") from None
+            spec.__dict__[self.slot] = value
+            spec._check_defaults()
+        return value
+
+    def __set__(self, spec: Any, value: Any) -> None:
+        if isinstance(value, str) and (":" not in value or not all(value.partition(":")[::2])):
+            raise ValueError(f"optimizer_class {value!r} is not a class path; write 'module:QualName', "
+                             "e.g. 'torch.optim:SGD', or give the class itself.")
+        spec.__dict__[self.slot] = value
 
 
 def dense_state(buffers: int, scalars: int = 0) -> StateBytes:
@@ -114,7 +190,8 @@ class OptimizerSpec:
 
     name: str
     family: str
-    optimizer_class: type[torch.optim.Optimizer]
+    #: the torch optimizer class, or its path "module:QualName" (imported when first read)
+    optimizer_class: type[torch.optim.Optimizer] | str = _ClassField()  # type: ignore[assignment]
     space: tuple[Dimension, ...]
     defaults: Mapping[str, float]
     state_bytes: StateBytes
@@ -131,8 +208,12 @@ class OptimizerSpec:
         missing = names - set(self.defaults)
         if missing:
             raise ValueError(f"optimizer {self.name!r}: no default for {sorted(missing)}.")
-        self.check_arguments({**self.defaults, **self.fixed})
         check_training_params({**self.defaults, **self.fixed})
+        if not isinstance(self.__dict__["_optimizer_class"], str):
+            self._check_defaults()  # a class path: checked when it is imported
+
+    def _check_defaults(self) -> None:
+        self.check_arguments({**self.defaults, **self.fixed})
 
     @property
     def accepted_arguments(self) -> list[str]:
@@ -233,7 +314,8 @@ def _not_a_name(value: Any) -> str:
     if names:
         return (f"optimizers takes registry names, not classes: for {shown} write optimizers={names!r} "
                 "(see autoopt.list_optimizers()).")
-    if isinstance(value, type) and issubclass(value, torch.optim.Optimizer):
+    torch = sys.modules.get("torch")  # a torch class was passed: torch is imported already
+    if isinstance(value, type) and torch is not None and issubclass(value, torch.optim.Optimizer):
         return (f"optimizers takes registry names, and {shown} is not registered: register it first with "
                 "autoopt.register_optimizer(autoopt.OptimizerSpec(name=..., optimizer_class="
                 f"{value.__name__}, space=..., defaults=..., state_bytes=...)), then name it.")
@@ -330,38 +412,38 @@ _ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
 for _spec in [
     # SGD family: one momentum buffer per parameter at most
-    OptimizerSpec("sgd", "sgd", torch.optim.SGD, (_LR_SGD,), {"lr": 1e-2}, _sgd_state,
+    OptimizerSpec("sgd", "sgd", "torch.optim:SGD", (_LR_SGD,), {"lr": 1e-2}, _sgd_state,
                   description="plain stochastic gradient descent"),
-    OptimizerSpec("momentum", "sgd", torch.optim.SGD, (_LR_SGD, _MOMENTUM), {"lr": 1e-2, "momentum": 0.9},
+    OptimizerSpec("momentum", "sgd", "torch.optim:SGD", (_LR_SGD, _MOMENTUM), {"lr": 1e-2, "momentum": 0.9},
                   _sgd_state, description="SGD with heavy-ball momentum"),
-    OptimizerSpec("nesterov", "sgd", torch.optim.SGD, (_LR_SGD, _MOMENTUM), {"lr": 1e-2, "momentum": 0.9},
+    OptimizerSpec("nesterov", "sgd", "torch.optim:SGD", (_LR_SGD, _MOMENTUM), {"lr": 1e-2, "momentum": 0.9},
                   _sgd_state, fixed={"nesterov": True}, description="SGD with Nesterov momentum"),
     # per-coordinate step sizes from squared-gradient statistics
-    OptimizerSpec("adagrad", "adaptive", torch.optim.Adagrad, (LogUniform("lr", 1e-4, 1.0),), {"lr": 1e-2},
+    OptimizerSpec("adagrad", "adaptive", "torch.optim:Adagrad", (LogUniform("lr", 1e-4, 1.0),), {"lr": 1e-2},
                   dense_state(1, 1), description="AdaGrad: accumulated squared gradients"),
-    OptimizerSpec("rmsprop", "adaptive", torch.optim.RMSprop,
+    OptimizerSpec("rmsprop", "adaptive", "torch.optim:RMSprop",
                   (LogUniform("lr", 1e-5, 1e-1), Uniform("alpha", 0.9, 0.999)), {"lr": 1e-3, "alpha": 0.99},
                   _rmsprop_state, description="RMSprop: running average of squared gradients"),
-    OptimizerSpec("adadelta", "adaptive", torch.optim.Adadelta,
+    OptimizerSpec("adadelta", "adaptive", "torch.optim:Adadelta",
                   (LogUniform("lr", 1e-2, 100.0), Uniform("rho", 0.8, 0.99)), {"lr": 1.0, "rho": 0.9},
                   dense_state(2, 1), description="Adadelta: unit-corrected RMSprop"),
-    OptimizerSpec("adafactor", "adaptive", torch.optim.Adafactor, (LogUniform("lr", 1e-4, 1e-1),),
+    OptimizerSpec("adafactor", "adaptive", "torch.optim:Adafactor", (LogUniform("lr", 1e-4, 1e-1),),
                   {"lr": 1e-2}, _adafactor_state, description="Adafactor: factored second moments, sublinear memory"),
     # Adam family: first and second moments
-    OptimizerSpec("adam", "adam", torch.optim.Adam, (_LR_ADAM, _BETA1, _BETA2, _EPS), _ADAM_DEFAULTS,
+    OptimizerSpec("adam", "adam", "torch.optim:Adam", (_LR_ADAM, _BETA1, _BETA2, _EPS), _ADAM_DEFAULTS,
                   _adam_state, description="Adam (Kingma & Ba, 2015)"),
-    OptimizerSpec("adamw", "adam", torch.optim.AdamW,
+    OptimizerSpec("adamw", "adam", "torch.optim:AdamW",
                   (_LR_ADAM, _BETA1, _BETA2, _EPS, LogUniform("weight_decay", 1e-5, 1e-1)),
                   {**_ADAM_DEFAULTS, "weight_decay": 1e-2}, _adam_state,
                   description="Adam with decoupled weight decay (Loshchilov & Hutter)"),
-    OptimizerSpec("nadam", "adam", torch.optim.NAdam, (_LR_ADAM, _BETA1, _BETA2, _EPS),
+    OptimizerSpec("nadam", "adam", "torch.optim:NAdam", (_LR_ADAM, _BETA1, _BETA2, _EPS),
                   {**_ADAM_DEFAULTS, "lr": 2e-3}, dense_state(2, 2), description="Adam with Nesterov momentum"),
-    OptimizerSpec("radam", "adam", torch.optim.RAdam, (_LR_ADAM, _BETA1, _BETA2, _EPS), _ADAM_DEFAULTS,
+    OptimizerSpec("radam", "adam", "torch.optim:RAdam", (_LR_ADAM, _BETA1, _BETA2, _EPS), _ADAM_DEFAULTS,
                   dense_state(2, 1), description="Rectified Adam: variance-corrected warm-up"),
-    OptimizerSpec("adamax", "adam", torch.optim.Adamax, (_LR_ADAM, _BETA1, _BETA2, _EPS),
+    OptimizerSpec("adamax", "adam", "torch.optim:Adamax", (_LR_ADAM, _BETA1, _BETA2, _EPS),
                   {**_ADAM_DEFAULTS, "lr": 2e-3}, dense_state(2, 1), description="Adam with an infinity norm"),
     # Muon: orthogonalized momentum for matrices
-    OptimizerSpec("muon", "muon", MuonWithAdamW,
+    OptimizerSpec("muon", "muon", "autoopt.muon:MuonWithAdamW",
                   (LogUniform("lr", 1e-3, 0.3), Uniform("momentum", 0.85, 0.98), LogUniform("adamw_lr", 1e-4, 1e-2)),
                   {"lr": 0.02, "momentum": 0.95, "adamw_lr": 1e-3}, _muon_state,
                   description="Muon on 2-D weights, AdamW on the rest"),
@@ -372,28 +454,20 @@ for _spec in [
 # --- learning-rate-free optimizers, from their maintained packages (pip install "autoopt[lrfree]") ----
 
 def _lr_free_specs() -> list[OptimizerSpec]:
-    """Schedule-Free AdamW and Prodigy, where their packages are installed."""
+    """Schedule-Free AdamW and Prodigy, where their packages are installed (found, not imported)."""
     specs = []
-    try:
-        from schedulefree import AdamWScheduleFree
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("schedulefree") is not None:
         # state: z (the iterate the averages are taken around) and exp_avg_sq; the step is a group value
         specs.append(OptimizerSpec(
-            "schedulefree_adamw", "lr-free", AdamWScheduleFree,
+            "schedulefree_adamw", "lr-free", "schedulefree:AdamWScheduleFree",
             (LogUniform("lr", 1e-4, 1e-1), Uniform("beta1", 0.8, 0.95)), {"lr": 2.5e-3, "beta1": 0.9},
             dense_state(2), train_eval_modes=True,
             description="Schedule-Free AdamW (Defazio et al., 2024): no decay schedule needed"))
-    try:
-        from prodigyopt import Prodigy
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("prodigyopt") is not None:
         # state: exp_avg, exp_avg_sq, s and p0 (flattened copies, slice_p=1); the step is a Python int.
         # lr is a multiplier of the step size Prodigy estimates (1.0 by its authors' advice).
         specs.append(OptimizerSpec(
-            "prodigy", "lr-free", Prodigy, (LogUniform("lr", 0.1, 10.0),), {"lr": 1.0}, dense_state(4),
+            "prodigy", "lr-free", "prodigyopt:Prodigy", (LogUniform("lr", 0.1, 10.0),), {"lr": 1.0}, dense_state(4),
             description="Prodigy (Mishchenko & Defazio, 2024): Adam with an estimated step size"))
     return specs
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .objective import VAL_LOSS, Objective
 from .recommend import Recommendation, format_bytes
 from .results import best_per_optimizer
 
@@ -39,6 +40,13 @@ class Report:
     parent_run_id: str | None = None
     wall_seconds: float = float("nan")  # the study's wall time in this call, from start to recommendation
     bare_epoch_seconds: float = float("nan")  # one bare training epoch, measured in the same study
+    stored_objective: Objective | None = None  # a stored study's objective (load_report), when no config says it
+
+    @property
+    def objective(self) -> Objective:
+        """What the study minimized or maximized (``StudyConfig.objective``; the validation loss by default)."""
+        objective = getattr(self.config, "objective", None) or self.stored_objective
+        return objective if isinstance(objective, Objective) else VAL_LOSS
 
     @property
     def cost(self) -> float:
@@ -66,29 +74,35 @@ class Report:
 
     @property
     def by_optimizer(self) -> pd.DataFrame:
-        return best_per_optimizer(self.trials)
+        return best_per_optimizer(self.trials, self.objective)
 
     def table(self) -> pd.DataFrame:
-        """One row per candidate optimizer, formatted for a person: its best completed configuration,
-        or, for one that never completed a run, how far it got (screened, pruned, diverged ...)."""
+        """One row per candidate optimizer, formatted for a person: its best completed configuration (by
+        the objective, shown beside the loss when it is another), or, for one that never completed a
+        run, how far it got (screened, pruned, diverged ...)."""
+        objective = self.objective
+        shown = {} if objective.name == VAL_LOSS.name else {objective.name: "-"}  # its column, beside the loss
         rows = []
         for optimizer, group in self.trials.groupby("optimizer", sort=False):
-            done = group[group["outcome"] == "completed"]
+            done = group[(group["outcome"] == "completed") & group["objective"].notna()]
             if len(done):
-                best = done.loc[done["final_val_loss"].idxmin()]
-                status, loss = "completed", best["final_val_loss"]
+                best = done.loc[objective.score(done["objective"]).idxmin()]
+                status, loss, order = "completed", best["final_val_loss"], objective.score(best["objective"])
+                if shown:
+                    shown = {objective.name: f"{best['objective']:.4g}"}
             else:
                 trained = group[group["best_val_loss"].notna()]
                 best = trained.loc[trained["best_val_loss"].idxmin()] if len(trained) else group.iloc[0]
                 status = _status(best)
-                loss = best["best_val_loss"]
+                loss = order = best["best_val_loss"]  # the unfinished ones: by how far their loss got
+                shown = {k: "-" for k in shown}
             rows.append({
-                "optimizer": optimizer, "status": status, "lr": f"{best['lr']:.3g}",
+                "optimizer": optimizer, "status": status, "lr": f"{best['lr']:.3g}", **shown,
                 "val_loss": f"{loss:.4g}" if pd.notna(loss) else "-",
                 "epochs_to_target": best["epochs_to_target"],
                 "seconds_to_target": round(best["seconds_to_target"], 2),
                 "state": format_bytes(best["optimizer_state_bytes"]),
-                "_order": (status != "completed", loss if pd.notna(loss) else float("inf")),
+                "_order": (status != "completed", order if pd.notna(order) else float("inf")),
             })
         table = pd.DataFrame(rows)
         if table.empty:

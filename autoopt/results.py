@@ -7,14 +7,16 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .records import TrialRecord
+from .objective import VAL_LOSS, Objective
+from .records import Measurement, TrialRecord
 
-#: A trial has converged once its validation loss is within this fraction of the study's best loss.
+#: A trial has converged once its objective (validation loss) is within this fraction of the study's best.
 TARGET_TOLERANCE = 0.02
 
 COLUMNS = [
     "number", "optimizer", "family", "purpose", "seed", "outcome", "config", "lr", "params",
-    "initial_val_loss", "final_val_loss", "best_val_loss", "final_val_accuracy", "epochs", "steps", "seconds",
+    "initial_val_loss", "final_val_loss", "best_val_loss", "final_val_accuracy", "objective", "epochs", "steps",
+    "seconds",
     "epochs_to_target", "seconds_to_target", "optimizer_state_bytes", "peak_memory_bytes",
     "val_curve", "error",
 ]
@@ -25,19 +27,31 @@ def target_loss(best_loss: float, tolerance: float = TARGET_TOLERANCE) -> float:
     return best_loss + tolerance * abs(best_loss)
 
 
-def trials_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
-    """A DataFrame of every trial; ``df.attrs['target_loss']`` holds the convergence target.
+def _to_target(m: Measurement, objective: Objective, target: float) -> tuple[float, float]:
+    """(epochs, training seconds) until the objective's score first reached ``target``; NaN if never."""
+    for record in m.epochs:
+        if objective.score(objective.value(record)) <= target:
+            return float(record.epoch), record.elapsed_seconds
+    return math.nan, math.nan
+
+
+def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS) -> pd.DataFrame:
+    """A DataFrame of every trial; ``objective`` is its final value of the study's objective.
+
+    Convergence is reaching ``target_loss`` of the best final objective (``df.attrs['target']``, in
+    the objective's units); ``df.attrs['target_loss']`` is the same target on the validation loss.
 
     >>> trials_table([]).empty
     True
     """
-    finals = [r.measurement.final_val_loss for r in records if r.measurement.outcome == "completed"]
-    finals = [v for v in finals if math.isfinite(v)]
-    target = target_loss(min(finals)) if finals else math.nan
+    done = [r.measurement for r in records if r.measurement.outcome == "completed"]
+    losses = [v for v in (m.final_val_loss for m in done) if math.isfinite(v)]
+    scores = [v for v in (objective.score(objective.final(m)) for m in done) if math.isfinite(v)]
+    target = target_loss(min(scores)) if scores else math.nan  # in score units: lower is better
     rows = []
     for r in records:
         m = r.measurement
-        epochs_to_target, seconds_to_target = m.to_target(target) if finals else (math.nan, math.nan)
+        epochs_to_target, seconds_to_target = _to_target(m, objective, target) if scores else (math.nan, math.nan)
         rows.append({
             "number": r.number,
             "optimizer": r.candidate.optimizer,
@@ -52,6 +66,7 @@ def trials_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "final_val_loss": m.final_val_loss,
             "best_val_loss": m.best_val_loss,
             "final_val_accuracy": m.final_val_accuracy if m.final_val_accuracy is not None else math.nan,
+            "objective": objective.final(m),
             "epochs": len(m.epochs),
             "steps": m.steps,
             "seconds": m.seconds,
@@ -65,17 +80,19 @@ def trials_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     if not table.empty:
         table = table.sort_values("number", na_position="first", kind="stable").reset_index(drop=True)
-    table.attrs["target_loss"] = target
+    table.attrs["target_loss"] = target_loss(min(losses)) if losses else math.nan
+    table.attrs["target"] = objective.score(target)
     return table
 
 
-def best_per_optimizer(trials: pd.DataFrame) -> pd.DataFrame:
-    """The completed trial with the lowest final validation loss for each optimizer, best first."""
-    done = trials[(trials["outcome"] == "completed") & trials["final_val_loss"].notna()]
+def best_per_optimizer(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
+    """The completed trial with the best final objective (validation loss) for each optimizer, best first."""
+    done = trials[(trials["outcome"] == "completed") & trials["objective"].notna()]
     if done.empty:
         return done.copy()
-    best = done.loc[done.groupby("optimizer")["final_val_loss"].idxmin()]
-    return best.sort_values("final_val_loss").reset_index(drop=True)
+    done = done.assign(_score=objective.score(done["objective"]))
+    best = done.loc[done.groupby("optimizer")["_score"].idxmin()]
+    return best.sort_values("_score").drop(columns="_score").reset_index(drop=True)
 
 
 def best_trained_per_optimizer(trials: pd.DataFrame) -> pd.DataFrame:

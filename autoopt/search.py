@@ -1,6 +1,7 @@
 """The search: the one module that talks to Optuna's study and trial API.
 
-The study is single-objective on the final validation loss, because Optuna's ``Trial.report`` and
+The study is single-objective on the final value of the study's objective (the validation loss
+unless ``objective=`` says otherwise, minimized or maximized as it says), because Optuna's ``Trial.report`` and
 ``should_prune`` do not work in multi-objective studies; time and memory are recorded beside each
 trial and weighed afterwards by the recommender. Every measurement is stored in the trial's user
 attributes, so that a resumed study, or one shared by several workers, rebuilds the whole table
@@ -23,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .objective import VAL_LOSS, Objective
 from .records import Candidate, EpochRecord, Measurement, TrialRecord
 from .registry import Categorical, LogUniform, OptimizerSpec
 from .training import TrainingInterrupted
@@ -141,20 +143,22 @@ def create_study(
     pruner: str | optuna.pruners.BasePruner,
     seed: int,
     epochs: int,
+    objective: Objective = VAL_LOSS,
 ) -> optuna.Study:
-    """A new study, or the stored one of the same name (resume).
+    """A new study, or the stored one of the same name (resume), in ``objective``'s direction.
 
     A storage that cannot be opened (a server that does not answer, a database that is not Optuna's)
-    is one ValueError naming it, not the database library's exception.
+    is one ValueError naming it, not the database library's exception; a stored study made for
+    another objective is a ValueError too (its trial values mean something else).
     """
     try:
         opened = open_storage(storage)
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=study_name,
             storage=opened,
             sampler=make_sampler(sampler, seed),
             pruner=make_pruner(pruner, epochs),
-            direction="minimize",
+            direction=objective.direction,
             load_if_exists=True,
         )
     except Exception as exc:
@@ -162,6 +166,32 @@ def create_study(
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"storage={_describe(storage)} cannot be opened: {type(exc).__name__}: {first}") from None
+    _check_stored_objective(study, objective)
+    return study
+
+
+#: The study user attribute naming its objective: {"name": ..., "direction": ...}.
+OBJECTIVE_ATTR = "autoopt:objective"
+
+
+def _check_stored_objective(study: optuna.Study, objective: Objective) -> None:
+    """Record the study's objective; refuse to resume a study made for another one."""
+    stored = study.user_attrs.get(OBJECTIVE_ATTR)
+    if stored is None and study.trials:  # made before objectives had a name: the validation loss
+        stored = {"name": VAL_LOSS.name, "direction": study.direction.name.lower()}
+    wanted = {"name": objective.name, "direction": objective.direction}
+    if stored is not None and stored != wanted:
+        raise ValueError(f"study {study.study_name!r} was made to {stored['direction']} {stored['name']!r}, not to "
+                         f"{wanted['direction']} {wanted['name']!r}; run it with objective={stored['name']!r}, or "
+                         "give this objective a new study_name.")
+    if stored is None:
+        study.set_user_attr(OBJECTIVE_ATTR, wanted)
+
+
+def load_objective(study: optuna.Study) -> Objective:
+    """The objective a stored study was made for (its values are in the trials' records)."""
+    stored = study.user_attrs.get(OBJECTIVE_ATTR) or {"name": VAL_LOSS.name, "direction": "minimize"}
+    return Objective.recorded(stored["name"], stored["direction"])
 
 
 def _is_storage_error(exc: BaseException) -> bool:
@@ -237,11 +267,15 @@ def make_objective(
     space: str,
     *,
     purposes: frozenset[str] = frozenset(PURPOSES),
+    objective: Objective = VAL_LOSS,
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective: sample (or take the queued candidate), train through ``run_trial``, store.
 
+    Each epoch reports ``objective``'s value (for pruning); a trial returns its final value.
+
     A trial queued for another phase than ``purposes`` ends at once, untrained, as "cancelled".
     """
+    measured = objective  # the name ``objective`` is Optuna's function below
 
     def objective(trial: optuna.Trial) -> float:
         with journal_heartbeat(trial):
@@ -265,7 +299,7 @@ def make_objective(
                 return False
             if not math.isfinite(record.val_loss):
                 return True  # diverged: the training loop records it as such
-            trial.report(record.val_loss, record.epoch)
+            trial.report(measured.value(record), record.epoch)
             return False if group else trial.should_prune()  # a group's rungs decide for its runs
 
         try:
@@ -282,8 +316,8 @@ def make_objective(
             raise optuna.TrialPruned()
         if measurement.outcome in ("diverged", "oom"):
             # A FAIL state is invisible to TPE; a bad finite value steers it away from this region.
-            return penalty(measurement)
-        return measurement.final_val_loss
+            return penalty(measurement, measured)
+        return measured.final(measurement)
 
     return objective
 
@@ -457,8 +491,14 @@ def _lock_file(storage: Any) -> Path | None:
     return Path(f"{target}.autoopt-lock") if target and target != ":memory:" else None
 
 
-def penalty(measurement: Measurement) -> float:
-    """The value a diverged or out-of-memory trial reports: worse than any trial that trained."""
+def penalty(measurement: Measurement, objective: Objective = VAL_LOSS) -> float:
+    """The value a diverged or out-of-memory trial reports: worse than any trial that trained.
+
+    For the validation loss, 10x the initial loss; for another objective, whose initial value is not
+    measured, a value far on its wrong side (TPE ranks values, so only the order matters).
+    """
+    if objective.name != VAL_LOSS.name:
+        return objective.score(1e12)
     reference = measurement.initial_val_loss
     if not math.isfinite(reference):
         return 1e12

@@ -39,6 +39,7 @@ import pandas as pd
 
 from . import search
 from .config import StudyConfig
+from .objective import VAL_LOSS, Objective
 from .portfolio import portfolio_candidates
 from .progress import ProgressBar
 from .records import Candidate, EpochRecord, Measurement, TrialRecord
@@ -163,8 +164,9 @@ class _Runner:
                            self.config.seed, extra={"portfolio_index": i, "group": True}, once=f"portfolio:{i}")
         rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])), n)
         objective = search.make_objective(
-            self.specs, _trial_runner(self.by_name, self.setup, self.tracker, self.progress, rendezvous),
-            self.config.seed, self.config.space, purposes=frozenset({"portfolio"}))
+            self.specs, _trial_runner(self.by_name, self.setup, self.tracker, self.progress, rendezvous,
+                                      self.config.objective),
+            self.config.seed, self.config.space, purposes=frozenset({"portfolio"}), objective=self.config.objective)
         search.run(self.study, objective, n_trials=n, timeout=None, n_jobs=n)
 
     def run_queued(self, purpose: str, reevaluation: bool = False) -> None:
@@ -205,7 +207,8 @@ class _Runner:
             child_tracker = workers.new_tracker()
             share = n // workers.n + (index < n % workers.n)
             child = search.create_study(study_name=study.study_name, storage=workers.storage, sampler=config.sampler,
-                                        pruner=config.pruner, seed=config.seed + 1 + index, epochs=config.epochs)
+                                        pruner=config.pruner, seed=config.seed + 1 + index, epochs=config.epochs,
+                                        objective=config.objective)
             status = "FINISHED"
             try:
                 search.run(child, self._objective(child_tracker, ProgressBar(None, enabled=False), purposes),
@@ -221,7 +224,8 @@ class _Runner:
 
     def _objective(self, tracker: Tracker, progress: ProgressBar, purposes: frozenset[str]) -> Any:
         return search.make_objective(self.specs, _trial_runner(self.by_name, self.setup, tracker, progress),
-                                     self.config.seed, self.config.space, purposes=purposes)
+                                     self.config.seed, self.config.space, purposes=purposes,
+                                     objective=self.config.objective)
 
 
 def halving_plan(n: int, epochs: int, rate: int) -> tuple[list[int], list[int], int]:
@@ -266,7 +270,9 @@ class Rendezvous:
             self._cond.notify_all()
 
     def should_stop(self, member: int, epoch: int, loss: float) -> bool:
-        """At a rung, wait for every running member, then stop unless among the ``keep[epoch]`` best."""
+        """At a rung, wait for every running member, then stop unless among the ``keep[epoch]`` best.
+
+        ``loss``: lower is better (the objective's score)."""
         if epoch not in self.keep:
             return False
         with self._cond:
@@ -322,9 +328,15 @@ def _records(runner: _Runner) -> list[TrialRecord]:
     return [r for r in search.read_records(runner.study, runner.specs) if r.purpose != "reevaluation"]
 
 
+def _score(runner: _Runner, measurement: Measurement) -> float:
+    """The trial's final objective, lower is better: what the line search compares."""
+    objective = runner.config.objective
+    return objective.score(objective.final(measurement))
+
+
 def _best_completed(runner: _Runner) -> Candidate | None:
     done = [r for r in _records(runner) if r.measurement.outcome == "completed"]
-    return min(done, key=lambda r: r.measurement.final_val_loss).candidate if done else None
+    return min(done, key=lambda r: _score(runner, r.measurement)).candidate if done else None
 
 
 def _tried(runner: _Runner, candidate: Candidate) -> bool:
@@ -332,17 +344,19 @@ def _tried(runner: _Runner, candidate: Candidate) -> bool:
 
 
 def _loss_of(runner: _Runner, candidate: Candidate) -> float | None:
-    """The final loss of ``candidate`` if it completed in this study (any purpose but re-evaluation)."""
+    """The final objective score of ``candidate`` if it completed in this study (any purpose but
+    re-evaluation); lower is better."""
     for r in _records(runner):
         if r.candidate.key() == candidate.key() and r.measurement.outcome == "completed":
-            return r.measurement.final_val_loss
+            return _score(runner, r.measurement)
     return None
 
 
 def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracker: Tracker,
-                  progress: ProgressBar, rendezvous: Rendezvous | None = None) -> search.RunTrial:
+                  progress: ProgressBar, rendezvous: Rendezvous | None = None,
+                  objective: Objective = VAL_LOSS) -> search.RunTrial:
     """Train one candidate with the tracker and the progress bar told about it (and the rendezvous of
-    the runs it trains beside, in successive halving)."""
+    the runs it trains beside, in successive halving, which ranks them by ``objective``)."""
 
     def run_trial(number: int, candidate: Candidate, seed: int, purpose: str,
                   should_stop: Callable[[EpochRecord], bool]) -> Measurement:
@@ -353,7 +367,7 @@ def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, track
             tracker.log_epoch(number, record)
             stop = should_stop(record)
             if rendezvous is not None and not stop:
-                stop = rendezvous.should_stop(number, record.epoch, record.val_loss)
+                stop = rendezvous.should_stop(number, record.epoch, objective.score(objective.value(record)))
             return stop
 
         if rendezvous is not None:
@@ -383,11 +397,12 @@ def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, track
 def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config: StudyConfig,
                            extra_seeds: list[int]) -> None:
     """Queue the top configurations on the seeds they have not been trained on yet (once)."""
-    table = trials_table(search.read_records(study, list(by_name.values())))
+    table = trials_table(search.read_records(study, list(by_name.values())), config.objective)
     done = table[(table["outcome"] == "completed") & (table["purpose"] != "reevaluation")]
     # the best configuration of each of the best optimizers first (near-copies of one configuration at
     # the edge of stability tend to fail together on a new seed), then the next best configurations
-    ranked = done.sort_values("final_val_loss").drop_duplicates("config")
+    done = done.assign(_score=config.objective.score(done["objective"]))
+    ranked = done.sort_values("_score").drop_duplicates("config")
     leaders = ranked.drop_duplicates("optimizer")
     top = pd.concat([leaders, ranked.drop(leaders.index)]).head(config.reevaluate_top)
     seen = set(zip(table["config"], table["seed"]))

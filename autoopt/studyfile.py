@@ -39,7 +39,8 @@ else:  # pragma: no cover - Python 3.10
 #: StudyConfig fields a study file may not set: they describe where and how it runs, not the study.
 COMMAND_LINE_ONLY = {"device": "--device", "verbose": "--quiet"}
 #: Where a file accepts more than the field's annotation says (StudyConfig converts the value).
-_FILE_TYPES: dict[str, Any] = {"memory_budget": int | str}  # parse_bytes reads "512MB", "2 GiB"
+_FILE_TYPES: dict[str, Any] = {"memory_budget": int | str,  # parse_bytes reads "512MB", "2 GiB"
+                               "objective": str}  # a file names a measured value; a metric function is Python
 #: Every key a study file may have.
 FILE_KEYS = ("recipe", *(n for n in StudyConfig.field_names() if n not in COMMAND_LINE_ONLY))
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from .data import VAL_CHUNK, LoaderPart, Part, Split
 from .device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory, synchronize
+from .objective import MetricFn
 from .records import Candidate, EpochRecord, Measurement
 from .registry import OptimizerSpec
 from .schedules import Schedule, split_params
@@ -58,6 +59,7 @@ class TrainingSetup:
     seed: int  # the search's seed: other seeds re-initialize the weights
     divergence_factor: float = 4.0  # val loss above this multiple of the initial loss = diverged
     precision: str = "fp32"  # "bf16" / "fp16": forward and loss under autocast (fp16: CUDA, a grad scaler)
+    metrics: dict[str, MetricFn] = field(default_factory=dict)  # name -> fn(predictions, targets), each epoch
     _initial_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -127,8 +129,10 @@ def steps_per_epoch(part: Part, batch_size: int) -> int:
     return -(-len(part) // batch_size)
 
 
-def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32") -> tuple[float, float | None]:
-    """Mean loss and accuracy (None unless classification) of ``model`` on ``part``."""
+def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32",
+             collect: list[tuple[Any, Any]] | None = None) -> tuple[float, float | None]:
+    """Mean loss and accuracy (None unless classification) of ``model`` on ``part``; the predictions and
+    targets of each batch are appended to ``collect`` when given (for ``metric_values``)."""
     model.eval()
     total = torch.zeros((), device=next(model.parameters()).device)
     correct = torch.zeros((), device=total.device)
@@ -140,6 +144,8 @@ def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32") 
             with autocast(total.device, precision):
                 loss, output = task.batch_loss(model, xb, yb)
             total += loss.detach().float() * n
+            if collect is not None:
+                collect.append((output, yb))
             hits = task.correct(output, yb)
             if hits is None:
                 has_accuracy = False
@@ -222,8 +228,10 @@ def train_candidate(
             elapsed += seconds
             if modes:
                 optimizer.eval()
-            val_loss, val_accuracy = evaluate(model, setup.split.val, setup.task, precision)
-            record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, elapsed)
+            collected: list[tuple[Any, Any]] | None = [] if setup.metrics else None
+            val_loss, val_accuracy = evaluate(model, setup.split.val, setup.task, precision, collected)
+            record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, elapsed,
+                                 metric_values(setup.metrics, collected or []))
             measurement.epochs.append(record)
             measurement.seconds = elapsed
             stop = on_epoch(record) if on_epoch is not None else False
@@ -245,6 +253,34 @@ def train_candidate(
         model = optimizer = None
         release_memory(device)
     return measurement
+
+
+def metric_values(metrics: dict[str, MetricFn], batches: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Each metric of the predictions and targets of ``batches``, concatenated: ``{name: value}``.
+
+    >>> metric_values({"mae": lambda p, y: (p - y).abs().mean()}, [(torch.ones(2), torch.zeros(2))])
+    {'mae': 1.0}
+    """
+    if not metrics:
+        return {}
+    if any(not isinstance(p, torch.Tensor) or not isinstance(y, torch.Tensor) for p, y in batches):
+        raise ValueError("a metric objective needs the model's predictions and tensor targets, but this task "
+                         "gives none (step_fn=, or targets that are not tensors); use objective='val_loss'.")
+    predictions = torch.cat([p.detach().float() for p, _ in batches])
+    targets = torch.cat([y for _, y in batches])
+    out = {}
+    for name, fn in metrics.items():
+        value = fn(predictions, targets)
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"the objective {name!r} returned a tensor of shape {tuple(value.shape)}; "
+                                 "it must return one number (a scalar or a one-element tensor).")
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"the objective {name!r} returned {value!r} ({type(value).__name__}); "
+                             "it must return one number.")
+        out[name] = float(value)
+    return out
 
 
 def _diverged(record: EpochRecord, initial_loss: float, factor: float) -> bool:

@@ -23,15 +23,16 @@ from . import search
 from .config import SMALL_MODEL, StudyConfig
 from .data import prepare_data
 from .device import select_device
+from .objective import Objective
 from .recommend import format_bytes, recommend
 from .records import Candidate, Measurement, TrialRecord
 from .registry import OptimizerSpec, apply_space, resolve_specs
 from .report import Report
 from .results import trials_table
-from .task import LossFn, OutputFn, StepFn, check_device, infer_task
+from .task import LossFn, OutputFn, StepFn, Task, check_device, infer_task
 from .tracking import Tracker, make_tracker
 from .strategy import Workers, run_strategy
-from .training import TrainingSetup
+from .training import TrainingSetup, metric_values
 from .workers import can_fork, journal_path
 
 
@@ -84,12 +85,15 @@ def tune(
     task = infer_task(template, split, loss_fn, output_fn=output_fn, step_fn=step_fn, task=config.task)
     if task.note and config.verbose:
         print(f"autoopt: note: {task.note}", file=sys.stderr)
+    _check_objective(config.objective, task, template, split)  # type: ignore[arg-type]
     candidates = resolve_specs(config.optimizers)
     if isinstance(config.space, Mapping):
         candidates = apply_space(candidates, config.space)
     specs, infeasible = _check_memory(candidates, trainable, config)
+    metric = config.objective.metric  # type: ignore[union-attr]
     setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
-                          config.divergence_factor, precision=config.precision)
+                          config.divergence_factor, precision=config.precision,
+                          metrics={config.objective.name: metric} if metric else {})  # type: ignore[union-attr]
 
     study_name = config.study_name or default_study_name(model)
     # a named study has its own experiment; unnamed ones (one per call) share one per model class
@@ -104,14 +108,16 @@ def tune(
     try:
         # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
         study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
-                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs,
+                                    objective=config.objective)
         tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
         if threads:
             torch.set_num_threads(threads)
         workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
         if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
             study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
-                                        pruner=config.pruner, seed=config.seed, epochs=config.epochs)
+                                        pruner=config.pruner, seed=config.seed, epochs=config.epochs,
+                                        objective=config.objective)
         search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
         search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
         search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
@@ -119,7 +125,7 @@ def tune(
             tracker.end_trial(record)
         run_strategy(study, specs, setup, config, tracker, workers)
         records = search.read_records(study, specs) + infeasible
-        trials = trials_table(records)
+        trials = trials_table(records, config.objective)  # type: ignore[arg-type]
         times = trial_times(study) if config.tracking else {}
         if not (trials["outcome"] == "completed").any():
             tracker.log_summary(None, trials, records, times)
@@ -129,7 +135,7 @@ def tune(
                 + (f"; the first error was {errors.iloc[0]}" if len(errors) else "")
                 + "." + _where_results_are(config)
             )
-        recommendation = recommend(trials, config.policy, config.tolerance)
+        recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
         tracker.log_summary(recommendation, trials, records, times)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -145,6 +151,35 @@ def tune(
                   parent_run_id=getattr(tracker, "parent_run_id", None),
                   wall_seconds=time.perf_counter() - started,
                   bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
+
+
+def _check_objective(objective: Objective, task: Task, model: nn.Module, split: Any) -> None:
+    """An objective the task cannot measure is an error before training: accuracy without classes, a
+    metric without predictions, or a metric that fails (or returns no number) on a batch."""
+    accuracy = task.accuracy if task.kind == "model" else task.kind
+    if objective.name == "val_accuracy" and accuracy not in ("multiclass", "binary"):
+        what = {"regression": "regression (float targets, mean squared error)", "custom": "trained on your loss_fn",
+                "step": "trained by your step_fn", "model": "trained on the model's own loss, without logits"}
+        raise ValueError(
+            f"objective='val_accuracy' needs a classification task, where accuracy is measured, but this task is "
+            f"{what.get(task.kind, task.kind)}; use objective='val_loss', or autoopt.Objective(fn, direction="
+            "'maximize' or 'minimize', name=...) for a metric fn(predictions, targets) of your own.")
+    if objective.metric is None:
+        return
+    xb, yb = split.first_batch(8)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, prediction = task.batch_loss(model, xb, yb)
+            metric_values({objective.name: objective.metric}, [(prediction, yb)])  # type: ignore[dict-item]
+    except ValueError:
+        raise
+    except Exception as exc:  # the user's metric: its failure is theirs to see, named
+        raise ValueError(f"the objective {objective.name!r} could not be computed on a batch of the data "
+                         f"(predictions and targets as the loss sees them): {type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
 
 
 def _check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
@@ -265,7 +300,8 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
-    trials = trials_table(search.read_records(study, resolve_specs(None)))
+    objective = search.load_objective(study)
+    trials = trials_table(search.read_records(study, resolve_specs(None)), objective)
     tracking_uri, parent_run_id = search.load_tracking(study)
-    return Report(recommend(trials, policy, tolerance), trials, study, tracking_uri=tracking_uri,
-                  parent_run_id=parent_run_id)
+    return Report(recommend(trials, policy, tolerance, objective), trials, study, tracking_uri=tracking_uri,
+                  parent_run_id=parent_run_id, stored_objective=objective)

@@ -162,6 +162,17 @@ def test_run_prints_table_recommendation_and_where_it_is_stored(project, capsys)
     assert search_budget_spent() == 3  # n_trials (re-evaluations come on top)
 
 
+def test_a_study_file_objective_is_what_the_run_maximizes_and_show_reads_back(project, capsys):
+    (project / "studies" / "tiny.toml").write_text(TINY_STUDY + 'objective = "val_accuracy"\n')
+    assert main(["run", "studies/tiny.toml", "--no-tracking", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "the best mean validation accuracy (maximized)" in out
+    assert "val_accuracy" in out.split("Recommendation:")[0]  # a column of the table
+    assert optuna.load_study(study_name="tiny", storage="sqlite:///tiny.db").direction.name == "MAXIMIZE"
+    assert main(["show", "tiny"]) == 0
+    assert "the best mean validation accuracy (maximized)" in capsys.readouterr().out
+
+
 def test_run_flags_override_the_file(project, capsys):
     assert main(["run", "studies/tiny.toml", "--no-tracking", "--quiet", "--trials", "2", "--epochs", "1",
                  "--study-name", "other", "--device", "cpu"]) == 0

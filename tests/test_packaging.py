@@ -33,6 +33,29 @@ def test_help_and_recipes_import_no_heavy_library(tmp_path):
     assert out.strip() == "[0, 0, 0, 0] []"
 
 
+@pytest.mark.parametrize("command", ["--help", "optimizers", "recipes"])
+def test_each_listing_command_alone_imports_no_heavy_library(command, tmp_path):
+    # each in a fresh interpreter, so that one command cannot hide what another imports
+    out = _python(
+        "import sys, contextlib, io\n"
+        "from autoopt.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as listing:\n"
+        f"    code = main([{command!r}])\n"
+        f"print(code, len(listing.getvalue().splitlines()) > 2, [m for m in {HEAVY!r} if m in sys.modules])\n",
+        tmp_path)
+    assert out.strip() == "0 True []"
+
+
+def test_the_registry_lists_without_torch_and_imports_a_class_when_it_is_read(tmp_path):
+    out = _python("import sys\n"
+                  "from autoopt.registry import get_spec, list_optimizers\n"
+                  "spec = get_spec('adam')\n"
+                  "listed = (len(list_optimizers()) > 10, spec.family, spec.space[0].high, 'torch' in sys.modules)\n"
+                  "import torch\n"
+                  "print(listed, spec.optimizer_class is torch.optim.Adam)\n", tmp_path)
+    assert out.strip() == "(True, 'adam', 1.0, False) True"
+
+
 def test_import_autoopt_is_lazy_and_its_names_still_resolve(tmp_path):
     out = _python("import sys, autoopt\n"
                   "before = 'torch' in sys.modules\n"

@@ -120,6 +120,35 @@ def test_a_spec_with_an_argument_its_class_rejects_fails_at_registration():
                       state_bytes=dense_state(0))
 
 
+def test_a_class_given_by_path_is_imported_and_checked_when_first_read(monkeypatch):
+    spec = OptimizerSpec(name="path-asgd", family="sgd", optimizer_class="torch.optim:ASGD",
+                         space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.01}, state_bytes=dense_state(1, 3))
+    assert spec.optimizer_class is torch.optim.ASGD
+    assert type(spec.build(torch.nn.Linear(2, 1).parameters(), {"lr": 0.1})) is torch.optim.ASGD
+    bad = OptimizerSpec(name="bad-path", family="sgd", optimizer_class="torch.optim:SGD",
+                        space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.1, "beta1": 0.9},
+                        state_bytes=dense_state(0))
+    with pytest.raises(ValueError, match="does not accept"):
+        bad.optimizer_class
+    missing = OptimizerSpec(name="gone", family="sgd", optimizer_class="no_such_package:Opt",
+                            space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.1}, state_bytes=dense_state(0))
+    with pytest.raises(ValueError, match=r"optimizer 'gone': its class 'no_such_package:Opt' cannot be imported"):
+        missing.optimizer_class
+    with pytest.raises(ValueError, match=r"'torch.optim.SGD' is not a class path; write 'module:QualName'"):
+        OptimizerSpec(name="dots", family="sgd", optimizer_class="torch.optim.SGD",
+                      space=(LogUniform("lr", 1e-3, 1.0),), defaults={"lr": 0.1}, state_bytes=dense_state(0))
+
+
+def test_state_rules_give_the_same_bytes_for_shape_stand_ins_as_for_tensors():
+    from autoopt.registry import ParameterShape
+
+    for name in list_optimizers():
+        spec = get_spec(name)
+        for shape in [(3, 5), (7,)]:
+            assert spec.predict_state_bytes([ParameterShape(shape)], spec.defaults) == \
+                spec.predict_state_bytes([torch.empty(shape)], spec.defaults)
+
+
 def test_the_learning_rate_free_optimizers_are_registered_where_installed():
     pytest.importorskip("schedulefree")
     pytest.importorskip("prodigyopt")

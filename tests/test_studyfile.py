@@ -132,3 +132,15 @@ def test_the_cli_doc_mentions_every_study_file_key():
     doc = (REPO / "README.md").read_text()
     missing = [key for key in FILE_KEYS if f"`{key}`" not in doc]
     assert not missing, f"the README's study-file keys do not describe {missing}"
+
+
+def test_the_objective_key_names_what_the_search_optimizes():
+    from autoopt.objective import VAL_ACCURACY, VAL_LOSS
+
+    assert parse_study({"recipe": "digits_mlp", "objective": "val_accuracy"}).settings.objective is VAL_ACCURACY
+    assert parse_study({"recipe": "digits_mlp"}).settings.objective is VAL_LOSS
+    with pytest.raises(StudyFileError, match=r"x.toml: unknown objective 'accuracy'; use 'val_loss' \(the default\), "
+                                             r"'val_accuracy', or autoopt.Objective"):
+        parse_study({"recipe": "digits_mlp", "objective": "accuracy"}, "x.toml")
+    with pytest.raises(StudyFileError, match=r"x.toml: objective must be a string, got 1"):
+        parse_study({"recipe": "digits_mlp", "objective": 1}, "x.toml")
