@@ -365,6 +365,13 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def dead_trials(study: optuna.Study) -> list[int]:
+    """Numbers of the trials whose process died mid-trial: FAIL without a measurement (see
+    ``recover_stale_trials``); their MLflow runs are closed as KILLED by the summary."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if "measurement" not in t.user_attrs]
+
+
 def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     params = dict(trial.system_attrs.get("fixed_params") or trial.params)
     attrs = {k: v for k, v in trial.user_attrs.items() if k in ("purpose", "seed", "key", "portfolio_index")}

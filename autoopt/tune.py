@@ -121,8 +121,9 @@ def tune(
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records)
         times = trial_times(study) if config.tracking else {}
+        killed = search.dead_trials(study) if config.tracking else []
         if not (trials["outcome"] == "completed").any():
-            tracker.log_summary(None, trials, records, times)
+            tracker.log_summary(None, trials, records, times, killed)
             errors = trials["error"].dropna()
             raise RuntimeError(
                 "no trial completed, so there is nothing to recommend"
@@ -130,7 +131,7 @@ def tune(
                 + "." + _where_results_are(config)
             )
         recommendation = recommend(trials, config.policy, config.tolerance)
-        tracker.log_summary(recommendation, trials, records, times)
+        tracker.log_summary(recommendation, trials, records, times, killed)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
