@@ -105,7 +105,10 @@ def tune(
         # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
         study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
                                     pruner=config.pruner, seed=config.seed, epochs=config.epochs)
-        tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
+        # once per study, whichever process gets here first: the others find its parent run in the storage
+        with search.storage_lock(study, "mlflow-parent"):
+            tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
+            search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         if threads:
             torch.set_num_threads(threads)
         workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
