@@ -161,3 +161,35 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     status = {int(r.data.tags["autoopt.trial"]): r.info.status for r in children if r is not dead}
     assert status == {n: RUN_STATUS[outcome] for n, outcome in trained.items()}
     assert parent.data.metrics["trials"] == len(trained) and parent.data.metrics["trials_killed"] == 1
+
+
+TIMED = """
+import sys, torch, autoopt
+g = torch.Generator().manual_seed(0)
+X = torch.randn(200, 4, generator=g)
+y = (X[:, 0] > 0).long()
+autoopt.tune(torch.nn.Linear(4, 2), (X, y), optimizers=["sgd", "adam"], timeout=float(sys.argv[2]), epochs=2,
+             batch_size=32, seeds=1, storage=sys.argv[1], study_name="timed", tracking=False, verbose=False)
+"""
+
+
+@pytest.mark.slow
+def test_timeout_is_the_studys_total_across_processes(tmp_path):
+    """Two processes one after the other with timeout=2: the second finds the study's 2 s spent and
+    trains nothing (before, each process had 2 s of its own)."""
+    storage = f"sqlite:///{tmp_path / 'timed.db'}"
+    (tmp_path / "timed.py").write_text(TIMED)
+    env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent)}
+
+    def run(timeout: float) -> tuple[int, float]:
+        done = subprocess.run([sys.executable, str(tmp_path / "timed.py"), storage, str(timeout)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = optuna.load_study(study_name="timed", storage=storage)
+        return len(study.get_trials(deepcopy=False)), float(study.user_attrs[search.SEARCH_SECONDS_ATTR])
+
+    trials_first, seconds_first = run(2)
+    assert trials_first > 1 and 2 <= seconds_first < 2 + 2.0  # at most the last trial's time past it
+    trials_second, seconds_second = run(2)
+    assert trials_second == trials_first  # nothing left of the study's 2 s: no trial
+    assert seconds_first <= seconds_second < seconds_first + 1.0  # only its bookkeeping's time
