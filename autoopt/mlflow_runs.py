@@ -56,8 +56,12 @@ NOT_TRAINED = ("eliminated", "cancelled", "infeasible")
 RUN_STATUS = {
     "completed": "FINISHED", "pruned": "FINISHED",
     "diverged": "FAILED", "oom": "FAILED", "failed": "FAILED",
-    "interrupted": "KILLED",
+    "interrupted": "KILLED", "killed": "KILLED",
 }
+
+#: The outcome tag of the run of a trial whose process died mid-trial (kill -9, a lost machine): the
+#: storage failed the trial and queued it again under a new number, which gets its own run.
+KILLED_OUTCOME = "killed: its process died mid-trial; re-run as a new trial"
 
 #: Readable stage names for the strategy's trial purposes; an unknown purpose is shown as it is.
 STAGES = {"portfolio": "portfolio", "refine": "lr line search", "search": "search", "reevaluation": "re-evaluation"}
@@ -143,6 +147,11 @@ def end_tags(record: TrialRecord) -> dict[str, str]:
     if m.error:
         tags[ERROR_TAG] = tag_value(m.error)
     return tags
+
+
+def killed_tags(name: str) -> dict[str, str]:
+    """The tags that close the run ``name`` of a trial whose process died: ``sgd-t003-killed``."""
+    return {OUTCOME_TAG: KILLED_OUTCOME, RUN_NAME_TAG: name if name.endswith("-killed") else f"{name}-killed"}
 
 
 def _finite(value: Any) -> bool:

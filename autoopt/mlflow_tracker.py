@@ -21,6 +21,7 @@ fluent API's global active run is neither thread- nor process-safe.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import threading
 import time
@@ -52,6 +53,24 @@ RUN_STATUS = runs.RUN_STATUS
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limits
 _REC_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "seconds_to_target", "epochs_to_target",
                 "optimizer_state_bytes", "peak_memory_bytes")
+
+
+#: Seconds a trial runs before its child run is created and its epochs streamed (see __init__);
+#: AUTOOPT_MLFLOW_FLUSH_SECONDS overrides it (the fault tests use 1 s to have a live run to kill).
+FLUSH_SECONDS = 5.0
+
+
+def default_flush_seconds() -> float:
+    value = os.environ.get("AUTOOPT_MLFLOW_FLUSH_SECONDS", "")
+    if not value:
+        return FLUSH_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"AUTOOPT_MLFLOW_FLUSH_SECONDS must be a positive number of seconds but is {value!r}.")
+    return seconds
 
 
 def _now_ms() -> int:
@@ -91,13 +110,13 @@ class MlflowTracker:
     """
 
     def __init__(self, *, tracking_uri: str | None = None, experiment_name: str | None = None,
-                 flush_seconds: float = 5.0, probe_timeout: int = 5, close_timeout: float = 30.0) -> None:
+                 flush_seconds: float | None = None, probe_timeout: int = 5, close_timeout: float = 30.0) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         # a trial shorter than this is written whole at its end (three calls); a longer one streams its
         # epochs this often, so that it can be watched live: 5 s keeps the per-trial calls of a study of
         # few-second trials at three, where 2 s doubled them (benchmarks/tracking_overhead.py --preset 30s)
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = flush_seconds if flush_seconds is not None else default_flush_seconds()
         self.probe_timeout = probe_timeout
         self.close_timeout = close_timeout
         self.parent_run_id: str | None = None
@@ -150,12 +169,14 @@ class MlflowTracker:
         self._submit(lambda: self._on_end(record, end_ms))
 
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
-                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None) -> None:
+                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None,
+                    killed: Sequence[int] = ()) -> None:
         """Reconcile every trial's run with ``records`` (the Optuna storage's), tag the best and the
-        recommended runs, write the recommendation on the parent; then, in the background, the files."""
+        recommended runs, write the recommendation on the parent; then, in the background, the files.
+        ``killed``: trials whose process died mid-trial; a run of theirs still RUNNING ends as KILLED."""
         trials = trials.copy()
         self._summary_queued = True
-        self._submit(lambda: self._summary(recommendation, trials, list(records), dict(times or {})))
+        self._submit(lambda: self._summary(recommendation, trials, list(records), dict(times or {}), list(killed)))
 
     def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
         """Return once the trials and the summary are recorded (the charts may still be uploading);
@@ -309,17 +330,17 @@ class MlflowTracker:
     # --- the summary: reconcile with the storage, tag, explain, attach --------------------------------
 
     def _summary(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
-                 times: dict[int, tuple[int, int]]) -> None:
+                 times: dict[int, tuple[int, int]], killed: list[int]) -> None:
         writer = self._writer
         try:
             if not writer.recheck():
                 writer.unsent += 1
                 return
-            run_ids = writer.attempt(self._reconcile, records, times)
+            run_ids = writer.attempt(self._reconcile, records, times, killed)
             if run_ids is FAILED:
                 return
             writer.attempt(self._tag_comparison, rec, trials, run_ids)
-            writer.attempt(self._write_parent, rec, trials, records, run_ids)
+            writer.attempt(self._write_parent, rec, trials, records, run_ids, len(killed))
         finally:
             self._summary_done.set()  # tune() has its answer; what follows is background work
         writer.attempt(self._attach_files, rec, trials, run_ids)
@@ -334,8 +355,10 @@ class MlflowTracker:
             if not token:
                 return found
 
-    def _reconcile(self, records: list[TrialRecord], times: dict[int, tuple[int, int]]) -> dict[int, str]:
-        """Exactly one complete child run per trained trial; returns trial number -> run id."""
+    def _reconcile(self, records: list[TrialRecord], times: dict[int, tuple[int, int]],
+                   killed: Sequence[int] = ()) -> dict[int, str]:
+        """Exactly one complete child run per trained trial, and the runs of trials whose process
+        died closed as KILLED (their re-runs are trials of their own); returns trial number -> run id."""
         by_number: dict[int, list[Run]] = {}
         self._child_tags = {}  # run id -> tags, for _tag_comparison (one search for both)
         for run in self._children():
@@ -343,6 +366,12 @@ class MlflowTracker:
             number = run.data.tags.get(runs.TRIAL_TAG, "")
             if number.isdigit():
                 by_number.setdefault(int(number), []).append(run)
+        for number in killed:
+            for run in by_number.get(number, []):
+                if run.info.status == "RUNNING":  # its process died before it could end it
+                    name = run.data.tags.get(runs.RUN_NAME_TAG) or run.info.run_name or f"t{number:03d}"
+                    self._write(run.info.run_id, tags=[RunTag(k, v) for k, v in runs.killed_tags(name).items()])
+                    self._client.set_terminated(run.info.run_id, "KILLED", times.get(number, (None, None))[1])
         ids, created, rewritten = {}, 0, 0
         for record in records:
             if not runs.trained(record):
@@ -395,10 +424,12 @@ class MlflowTracker:
                 self._write(run_id, metrics, tags=new)
 
     def _write_parent(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
-                      run_ids: dict[int, str]) -> None:
+                      run_ids: dict[int, str], killed: int = 0) -> None:
         now = _now_ms()
         metrics = [Metric(f"trials_{outcome}", float(n), now, 0) for outcome, n in trials["outcome"].value_counts().items()]
         metrics.append(Metric("trials", float(len(trials)), now, 0))
+        if killed:  # trials whose process died: in the storage as failed, each re-run as a trial of its own
+            metrics.append(Metric("trials_killed", float(killed), now, 0))
         target = trials.attrs.get("target_loss", math.nan)
         if isinstance(target, float) and math.isfinite(target):
             metrics.append(Metric("target_val_loss", target, now, 0))

@@ -399,6 +399,13 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def dead_trials(study: optuna.Study) -> list[int]:
+    """Numbers of the trials whose process died mid-trial: FAIL without a measurement (see
+    ``recover_stale_trials``); their MLflow runs are closed as KILLED by the summary."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if "measurement" not in t.user_attrs]
+
+
 def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     params = dict(trial.system_attrs.get("fixed_params") or trial.params)
     attrs = {k: v for k, v in trial.user_attrs.items() if k in ("purpose", "seed", "key", "portfolio_index")}
@@ -520,6 +527,8 @@ def run(
     total = study.user_attrs.get(TRIAL_BUDGET_ATTR)
     if total is not None:
         callbacks.append(stop_at_study_total(int(total)))
+    if study.study_name in _CLOCKS:  # the study's search time, for a timeout that is the study's total
+        callbacks.append(_CLOCKS[study.study_name].save)
     study.optimize(
         objective,
         n_trials=n_trials,
@@ -555,6 +564,46 @@ def stop_at_study_total(total: int) -> Callable[[optuna.Study, optuna.trial.Froz
             study.stop()
 
     return callback
+
+
+#: The study user attribute holding the seconds its search has run, all processes together.
+SEARCH_SECONDS_ATTR = "autoopt:search_seconds"
+_CLOCKS: dict[str, StudyClock] = {}
+
+
+class StudyClock:
+    """The study's search time, a total like n_trials: what earlier processes stored, plus this one's.
+
+    ``timeout`` is the study's, whoever runs it: a resume gets what is left of it. Processes that run
+    at once overlap, so the stored value is the largest any of them reached (four workers started
+    together with timeout=60 stop after about 60 s). Saved after each trial (``run``), so a process
+    killed mid-study loses at most its trial in flight from the count.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.before = float(study.user_attrs.get(SEARCH_SECONDS_ATTR, 0.0))
+        self.started = time.monotonic()
+
+    def left(self, timeout: float) -> float:
+        """Seconds of ``timeout`` left to this process."""
+        return max(timeout - self.before, 0.0)
+
+    def save(self, study: optuna.Study, *_: Any) -> None:
+        seconds = self.before + time.monotonic() - self.started
+        if seconds > float(study.user_attrs.get(SEARCH_SECONDS_ATTR, 0.0)):
+            study.set_user_attr(SEARCH_SECONDS_ATTR, seconds)
+
+
+def start_clock(study: optuna.Study) -> StudyClock:
+    """Start this process's share of the study's search time; ``run`` saves it after each trial."""
+    clock = _CLOCKS[study.study_name] = StudyClock(study)
+    return clock
+
+
+def stop_clock(study: optuna.Study) -> None:
+    clock = _CLOCKS.pop(study.study_name, None)
+    if clock is not None:
+        clock.save(study)
 
 
 def spent(study: optuna.Study, epochs: int, costly_seconds: float | None = None) -> float:

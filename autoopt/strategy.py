@@ -78,7 +78,8 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     if search.bare_epoch_seconds(study) is None:
         search.save_bare_epoch_seconds(study, measure_bare_epoch(setup))
     progress = ProgressBar.for_study(config, search.spent(study, config.epochs), config.verbose)
-    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    clock = search.start_clock(study)  # the timeout is the study's total: earlier processes' time counts
+    deadline = None if config.timeout is None else time.monotonic() + clock.left(config.timeout)
     runner = _Runner(study, specs, by_name, setup, config, tracker, workers, progress, deadline)
     try:
         if not study.trials and config.total_budget is not None and config.total_budget < HALVING_BELOW:
@@ -93,6 +94,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
             runner.run_queued("reevaluation", reevaluation=True)
         progress.finish()
     finally:
+        search.stop_clock(study)
         progress.close()
 
 

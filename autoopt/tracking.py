@@ -33,9 +33,11 @@ class Tracker(Protocol):
         """Close the trial's child run with its summary and outcome (opens one if none is open)."""
 
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
-                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None) -> None:
+                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None,
+                    killed: Sequence[int] = ()) -> None:
         """Make the record match ``records`` (every trial in the storage; ``times``: trial number ->
-        (start, end) in ms) and put the recommendation, the table and the plots on the parent run."""
+        (start, end) in ms; ``killed``: trials whose process died, whose runs end as KILLED) and put
+        the recommendation, the table and the plots on the parent run."""
 
     def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
         """Flush; end the parent run with FINISHED, FAILED or KILLED unless ``end_study`` is False
@@ -58,7 +60,8 @@ class NullTracker:
         pass
 
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
-                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None) -> None:
+                    records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None,
+                    killed: Sequence[int] = ()) -> None:
         pass
 
     def close(self, status: str = "FINISHED", end_study: bool = True) -> None:

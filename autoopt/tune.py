@@ -110,7 +110,10 @@ def tune(
         study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
                                     pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                     objective=config.objective)
-        tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
+        # once per study, whichever process gets here first: the others find its parent run in the storage
+        with search.storage_lock(study, "mlflow-parent"):
+            tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
+            search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
         if threads:
             torch.set_num_threads(threads)
         workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
@@ -127,8 +130,9 @@ def tune(
         records = search.read_records(study, specs) + infeasible
         trials = trials_table(records, config.objective)  # type: ignore[arg-type]
         times = trial_times(study) if config.tracking else {}
+        killed = search.dead_trials(study) if config.tracking else []
         if not (trials["outcome"] == "completed").any():
-            tracker.log_summary(None, trials, records, times)
+            tracker.log_summary(None, trials, records, times, killed)
             errors = trials["error"].dropna()
             raise RuntimeError(
                 "no trial completed, so there is nothing to recommend"
@@ -136,7 +140,7 @@ def tune(
                 + "." + _where_results_are(config)
             )
         recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
-        tracker.log_summary(recommendation, trials, records, times)
+        tracker.log_summary(recommendation, trials, records, times, killed)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

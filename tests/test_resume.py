@@ -1,8 +1,12 @@
-"""Crash-safe resume: a real process SIGKILLed mid-trial, then the same command again.
+"""Crash-safe resume: a real process SIGKILLed mid-trial, then the same command again, on each storage
+that survives its process (sqlite, a journal file), recorded in a real MLflow store (sqlite).
 
-0 finished trials lost, the killed trial re-run once with the same params and purpose, 0 RUNNING left.
-The heartbeat is shortened to 1 s (grace 3 s) through AUTOOPT_HEARTBEAT_SECONDS; every wait polls the
-storage with a deadline.
+0 finished trials lost, the killed trial re-run once with the same params and purpose, 0 RUNNING left,
+in the storage and in MLflow: the killed trial's run ends KILLED, its re-run and every other trained
+trial has one run of its own, and the study one parent, FINISHED. The heartbeat is shortened to 1 s
+(grace 3 s) through AUTOOPT_HEARTBEAT_SECONDS and MLflow's first flush to 1 s through
+AUTOOPT_MLFLOW_FLUSH_SECONDS (so that the killed trial has a live run); every wait polls the storage
+or MLflow with a deadline.
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ from optuna.trial import TrialState
 import autoopt
 from autoopt import search
 
+# about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run
 STUDY = """
 import sys, torch, autoopt
 g = torch.Generator().manual_seed(0)
-X = torch.randn(400, 8, generator=g)
+X = torch.randn(1200, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
-autoopt.tune(model, (X, y), optimizers=["sgd", "adam"], n_trials=4, epochs=8, batch_size=8, seeds=1,
-             pruner="none", storage=sys.argv[1], study_name="resume", tracking=False, verbose=False)
+autoopt.tune(model, (X, y), optimizers=["sgd", "adam"], n_trials=2, epochs=EPOCHS, batch_size=8, seeds=1,
+             pruner="none", storage=sys.argv[1], study_name="resume", tracking=sys.argv[2] != "off",
+             tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False)
 """
+EPOCHS = 24
 
 
 def poll(condition, timeout: float, interval: float = 0.05):
@@ -56,22 +63,48 @@ def trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False) if study else []
 
 
+def mlflow_runs(tracking_uri: str) -> list:
+    """Every active run of the study's experiment ("resume"), parent and children."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name("resume")
+    except Exception:  # the store is not created yet
+        return []
+    return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+
+
+def live_run_of(tracking_uri: str, number: int) -> bool:
+    return any(r.info.status == "RUNNING" and r.data.tags.get("autoopt.trial") == str(number)
+               for r in mlflow_runs(tracking_uri))
+
+
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("kind", "tracked"), [("sqlite", False), ("journal", True)])
+def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(tmp_path, monkeypatch, kind, tracked):
+    """Tracked on one storage only: what MLflow records does not depend on the storage (and MLflow
+    doubles each process's start-up)."""
+    if tracked:
+        pytest.importorskip("mlflow")
     monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")  # this process judges staleness by the same grace
-    storage = f"sqlite:///{tmp_path / 'resume.db'}"
-    (tmp_path / "study.py").write_text(STUDY)
+    storage = f"sqlite:///{tmp_path / 'resume.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'resume.log'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if tracked else "off"
+    (tmp_path / "study.py").write_text(STUDY.replace("EPOCHS", str(EPOCHS)))
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
-           "AUTOOPT_HEARTBEAT_SECONDS": "1"}
-    command = [sys.executable, str(tmp_path / "study.py"), storage]
+           "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "1"}
+    command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         def running_after_a_finished_one():
             now = trials(storage)
             done = [t for t in now if t.state.is_finished()]
-            # mid-trial: it has reported an epoch and has several left, so it is still running when the kill lands
-            running = [t for t in now if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 4]
-            return (done, running[0]) if done and running else None
+            # mid-trial: it has reported epochs and has many left, so it is still running when the kill lands
+            running = [t for t in now if t.state == TrialState.RUNNING
+                       and 1 <= len(t.intermediate_values) <= EPOCHS - 12]
+            if not (done and running and (not tracked or live_run_of(tracking_uri, running[0].number))):
+                return None  # (and its MLflow run exists, RUNNING)
+            return done, running[0]
 
         found = poll(running_after_a_finished_one, timeout=120)
         assert found, f"no trial was ever running: {first.poll()} {first.stderr.read().decode()[-2000:] if first.poll() is not None else ''}"
@@ -105,3 +138,58 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     assert not any(t.state == TrialState.WAITING and search.RETRY_OF in t.user_attrs for t in after)
     # a third run finds nothing to recover and queues no second re-run
     assert search.recover_stale_trials(load(storage)) == []
+    if not tracked:
+        return
+
+    # MLflow: one parent, FINISHED; the killed trial's run KILLED; one run per trained trial, its re-run's own
+    from autoopt.mlflow_runs import RUN_STATUS
+
+    runs = mlflow_runs(tracking_uri)
+    (parent,) = [r for r in runs if r.data.tags.get("autoopt.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("autoopt.role") == "trial"]
+    assert parent.info.status == "FINISHED"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert [r.info.run_name for r in children if r.info.status == "RUNNING"] == []
+    numbers = sorted(int(r.data.tags["autoopt.trial"]) for r in children)
+    assert len(numbers) == len(set(numbers)), numbers  # no trial has two runs
+    (dead,) = [r for r in children if r.info.status == "KILLED"]
+    assert dead.data.tags["autoopt.trial"] == str(killed.number) and dead.info.run_name.endswith("-killed")
+    assert "process died" in dead.data.tags["autoopt.outcome"]
+    trained = {t.number: t.user_attrs["measurement"]["outcome"] for t in after
+               if t.user_attrs.get("measurement", {}).get("outcome") not in (None, "cancelled", "eliminated")}
+    assert rerun.number in trained
+    status = {int(r.data.tags["autoopt.trial"]): r.info.status for r in children if r is not dead}
+    assert status == {n: RUN_STATUS[outcome] for n, outcome in trained.items()}
+    assert parent.data.metrics["trials"] == len(trained) and parent.data.metrics["trials_killed"] == 1
+
+
+TIMED = """
+import sys, torch, autoopt
+g = torch.Generator().manual_seed(0)
+X = torch.randn(200, 4, generator=g)
+y = (X[:, 0] > 0).long()
+autoopt.tune(torch.nn.Linear(4, 2), (X, y), optimizers=["sgd", "adam"], timeout=float(sys.argv[2]), epochs=2,
+             batch_size=32, seeds=1, storage=sys.argv[1], study_name="timed", tracking=False, verbose=False)
+"""
+
+
+@pytest.mark.slow
+def test_timeout_is_the_studys_total_across_processes(tmp_path):
+    """Two processes one after the other with timeout=2: the second finds the study's 2 s spent and
+    trains nothing (before, each process had 2 s of its own)."""
+    storage = f"sqlite:///{tmp_path / 'timed.db'}"
+    (tmp_path / "timed.py").write_text(TIMED)
+    env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent)}
+
+    def run(timeout: float) -> tuple[int, float]:
+        done = subprocess.run([sys.executable, str(tmp_path / "timed.py"), storage, str(timeout)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = optuna.load_study(study_name="timed", storage=storage)
+        return len(study.get_trials(deepcopy=False)), float(study.user_attrs[search.SEARCH_SECONDS_ATTR])
+
+    trials_first, seconds_first = run(2)
+    assert trials_first > 1 and 2 <= seconds_first < 2 + 2.0  # at most the last trial's time past it
+    trials_second, seconds_second = run(2)
+    assert trials_second == trials_first  # nothing left of the study's 2 s: no trial
+    assert seconds_first <= seconds_second < seconds_first + 1.0  # only its bookkeeping's time

@@ -1,5 +1,6 @@
 """Several processes (machines) on one study: optuna-dashboard reads autoopt's storage; 4 workers share a
-budget on a journal file and on PostgreSQL (skipped cleanly without a server on 127.0.0.1:5432)."""
+budget on a journal file and on PostgreSQL (skipped cleanly without a server on 127.0.0.1:5432), recorded
+in one MLflow store: one parent run, one child run per trained trial."""
 
 from __future__ import annotations
 
@@ -46,13 +47,13 @@ def postgres_available() -> bool:
         return False
 
 
-def project(tmp_path: Path, n_trials: int) -> Path:
+def project(tmp_path: Path, n_trials: int, tracking: bool = False) -> Path:
     (tmp_path / "recipes").mkdir(exist_ok=True)
     (tmp_path / "recipes" / "blobs.py").write_text(RECIPE)
     (tmp_path / "studies").mkdir(exist_ok=True)
     study = tmp_path / "studies" / "shared.toml"
     study.write_text(f'recipe = "blobs"\noptimizers = ["sgd", "adam"]\nn_trials = {n_trials}\nseeds = 1\n'
-                     f'tracking = false\npruner = "none"\nstudy_name = "shared-{uuid.uuid4().hex[:8]}"\n')
+                     f'tracking = {str(tracking).lower()}\npruner = "none"\nstudy_name = "shared-{uuid.uuid4().hex[:8]}"\n')
     return study
 
 
@@ -89,13 +90,18 @@ def test_optuna_dashboard_opens_autoopts_storage_and_sees_the_study(tmp_path, ki
 def test_four_workers_share_one_study(tmp_path, kind):
     if kind == "postgresql" and not postgres_available():
         pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test)")
+    mlflow = pytest.importorskip("mlflow")
     n_trials, workers = 6, 4
-    study_file = project(tmp_path, n_trials)
+    study_file = project(tmp_path, n_trials, tracking=True)
     storage = f"journal:{tmp_path / 'shared.log'}" if kind == "journal" else POSTGRES
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the store exists before the workers start, as a server would (four processes creating one sqlite
+    # store's tables at once is MLflow's race, not autoopt's)
+    mlflow.MlflowClient(tracking_uri).search_experiments()
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent)}
     processes = [subprocess.Popen([sys.executable, "-m", "autoopt.cli", "worker", str(study_file),
-                                   "--storage", storage], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+                                   "--storage", storage, "--tracking-uri", tracking_uri], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
     results = [p.communicate(timeout=300) for p in processes]
     for process, (out, err) in zip(processes, results):
         assert process.returncode == 0, err[-2000:]
@@ -109,6 +115,23 @@ def test_four_workers_share_one_study(tmp_path, kind):
     print(kind, "search trials trained:", len(trained), "all trials:", len(trials))
     # the budget is the study's total: at most one in-flight trial per other worker on top
     assert search.finished_trials(study) <= n_trials + workers - 1
+
+    # one MLflow store shared by the four: 1 parent, exactly one child run per trained trial
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("autoopt.role") == "study"]
+    assert len(parents) == 1, [r.info.run_id for r in parents]
+    assert parents[0].info.status == "FINISHED"
+    assert search.load_tracking(study)[1] == parents[0].info.run_id
+    children = [r for r in runs if r.data.tags.get("autoopt.role") == "trial"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert [r.info.run_name for r in children if r.info.status == "RUNNING"] == []
+    numbers = sorted(int(r.data.tags["autoopt.trial"]) for r in children)
+    with_runs = sorted(t.number for t in trials
+                       if t.user_attrs.get("measurement", {}).get("outcome") not in (None, "cancelled", "eliminated"))
+    duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
+    assert (duplicates, sorted(set(with_runs) - set(numbers)), sorted(set(numbers) - set(with_runs))) == ([], [], [])
 
 
 def _enqueue_many(storage: str, name: str, barrier, keys: list[str]) -> None:
