@@ -13,6 +13,11 @@ their ratio, and the study's wall seconds split into
 - ``search``: the strategy outside trials (Optuna, the queue, budget checks, the progress bar);
 - ``after``: reading the records back, the table, the recommendation, the Report.
 
+``ref ms`` is a reference bare epoch timed by this script after each study (the median of 5 warm
+epochs, the same code for every version of autoopt), and ``ratio/ref`` the ratio against it: on
+shared cores the study's own one-shot unit is the noisiest number here, and this shows how far it
+moved a study's ratio.
+
 Each part is also given in bare runs (seconds / (epochs x bare epoch)), so the parts add up to the
 wall-TRE. Runs trained at once in threads (successive halving, budgets < 3) overlap: their ``train``,
 ``val`` and ``trial`` are thread-seconds and ``search`` (what is left of the strategy's wall time)
@@ -65,6 +70,7 @@ class Timers:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.marks: dict[str, float] = {}
+        self.captured: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def wrap(self, module: Any, attr: str, name: str, mark: bool = False, snapshot: str | None = None):
@@ -92,6 +98,21 @@ class Timers:
         finally:
             setattr(module, attr, original)
 
+    @contextlib.contextmanager
+    def capture(self, module: Any, attr: str):
+        """Keep the first argument of the last call of ``module.attr`` in ``captured[attr]``."""
+        original = getattr(module, attr)
+
+        def keep(first: Any, *args: Any, **kwargs: Any) -> Any:
+            self.captured[attr] = first
+            return original(first, *args, **kwargs)
+
+        setattr(module, attr, keep)
+        try:
+            yield
+        finally:
+            setattr(module, attr, original)
+
 
 def corpus_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
     problem, split = PROBLEMS[name], split_of(name)
@@ -112,6 +133,32 @@ def recipe_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
     return report, report.config.epochs
 
 
+def reference_epoch(setup: Any, repeats: int = 5) -> float:
+    """The median of ``repeats`` warm bare epochs (after one untimed), timed here, the same way for every
+    version of autoopt: a unit to check the study's own against (it is noisier on shared cores)."""
+    def epoch() -> float:
+        model = setup.fresh_model(setup.seed)
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+        generator = torch.Generator().manual_seed(setup.seed)
+        start = time.perf_counter()
+        for xb, yb in setup.split.train.batches(setup.batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            setup.task.batch_loss(model, xb, yb)[0].backward()
+            optimizer.step()
+        training.evaluate(model, setup.split.val, setup.task)
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what the studies' trials train with (models this small)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            epoch()
+            return statistics.median(epoch() for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
     """One study with every part timed; its numbers and its fingerprint."""
     timers = Timers()
@@ -121,8 +168,10 @@ def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
         stack.enter_context(timers.wrap(training, "evaluate", "val"))
         stack.enter_context(timers.wrap(strategy, "measure_bare_epoch", "bare", snapshot="val"))
         stack.enter_context(timers.wrap(strategy, "train_candidate", "trials"))
+        stack.enter_context(timers.capture(strategy, "measure_bare_epoch"))
         report, epochs = study(name, budget)
     end = time.perf_counter()
+    reference = reference_epoch(timers.captured["measure_bare_epoch"])
     s, m = timers.seconds, timers.marks
     wall = report.wall_seconds
     # report.wall_seconds is tune()'s own clock, which starts just inside our `start`
@@ -142,6 +191,7 @@ def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
     }
     return {"problem": name, "budget": budget, "epoch_tre": report.cost, "wall_tre": report.wall_cost,
             "ratio": report.wall_cost / report.cost, "wall_s": wall, "bare_epoch_s": report.bare_epoch_seconds,
+            "reference_epoch_s": reference, "ratio_vs_reference": wall / (epochs * reference) / report.cost,
             "epochs": epochs, "seconds": parts, "tre": {k: v / unit for k, v in parts.items()},
             "fingerprint": fingerprint}
 
@@ -162,7 +212,8 @@ def main() -> None:
     corpus_study(problems[0] if problems else "mlp_wine", 1)  # imports and first-call costs, not a study's
     jobs = [(corpus_study, n) for n in problems] + [(recipe_study, n) for n in args.recipes]
     rows = []
-    header = (f"{'problem':22} {'B':>3} {'epochTRE':>8} {'wallTRE':>8} {'ratio':>6} {'bare ms':>8} | "
+    header = (f"{'problem':22} {'B':>3} {'epochTRE':>8} {'wallTRE':>8} {'ratio':>6} {'bare ms':>8} {'ref ms':>7} "
+              f"{'ratio/ref':>9} | "
               + " ".join(f"{p:>6}" for p in PARTS) + "   (bare runs)")
     print(header)
     for study, name in jobs:
@@ -174,7 +225,8 @@ def main() -> None:
                    "fingerprints_equal": all(r["fingerprint"] == runs[0]["fingerprint"] for r in runs)}
             rows.append(mid)
             print(f"{name:22} {budget:>3g} {mid['epoch_tre']:8.2f} {mid['wall_tre']:8.2f} {mid['ratio_median']:6.2f} "
-                  f"{mid['bare_epoch_s'] * 1e3:8.2f} | " + " ".join(f"{mid['tre'][p]:6.2f}" for p in PARTS)
+                  f"{mid['bare_epoch_s'] * 1e3:8.2f} {mid['reference_epoch_s'] * 1e3:7.2f} "
+                  f"{mid['ratio_vs_reference']:9.2f} | " + " ".join(f"{mid['tre'][p]:6.2f}" for p in PARTS)
                   + f"   ratios {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
     by_budget = defaultdict(list)
     for r in rows:
@@ -183,7 +235,8 @@ def main() -> None:
         e = statistics.mean(r["epoch_tre"] for r in group)
         w = statistics.mean(r["wall_tre"] for r in group)
         print(f"mean at budget {budget:g}: epoch-TRE {e:.2f}, wall-TRE {w:.2f}, ratio of means {w / e:.2f}, "
-              f"worst ratio {max(r['ratio_median'] for r in group):.2f} (target <= 1.5)")
+              f"worst ratio {max(r['ratio_median'] for r in group):.2f} (target <= 1.5); against the reference "
+              f"unit: mean ratio {statistics.mean(r['ratio_vs_reference'] for r in group):.2f}")
     if args.check is not None:
         before = {(r["problem"], r["budget"]): r["fingerprint"] for r in json.loads(args.check.read_text())["rows"]}
         changed = [(r["problem"], r["budget"]) for r in rows
