@@ -8,11 +8,13 @@ weigh loss, speed and memory by the policy -> Report.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -79,82 +81,93 @@ def tune(
     if not trainable:
         raise ValueError(f"the model {type(model).__name__} has no trainable parameters (requires_grad=True).")
     check_device(model)
-    split = prepare_data(data, target=target, val_data=val_data, val_fraction=config.val_fraction,
-                         seed=config.seed, device=device, raw_batches=step_fn is not None)
-    template = copy.deepcopy(model).to(device)  # the user's model is never touched
-    task = infer_task(template, split, loss_fn, output_fn=output_fn, step_fn=step_fn, task=config.task)
-    if task.note and config.verbose:
-        print(f"autoopt: note: {task.note}", file=sys.stderr)
-    _check_objective(config.objective, task, template, split)  # type: ignore[arg-type]
-    candidates = resolve_specs(config.optimizers)
-    if isinstance(config.space, Mapping):
-        candidates = apply_space(candidates, config.space)
-    specs, infeasible = _check_memory(candidates, trainable, config)
-    metric = config.objective.metric  # type: ignore[union-attr]
-    setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
-                          config.divergence_factor, precision=config.precision,
-                          metrics={config.objective.name: metric} if metric else {})  # type: ignore[union-attr]
-
-    study_name = config.study_name or default_study_name(model)
-    # a named study has its own experiment; unnamed ones (one per call) share one per model class
-    experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
-    tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
     threads = config.threads or (1 if device.type == "cpu" and sum(p.numel() for p in trainable) < SMALL_MODEL
                                  else None)
-    study_params = _study_params(config, split, task.kind, device)
-    level = search.quiet_optuna()
-    status = "FAILED"
-    threads_before = torch.get_num_threads()
-    try:
-        # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
-        study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
-                                    pruner=config.pruner, seed=config.seed, epochs=config.epochs,
-                                    objective=config.objective)
-        # once per study, whichever process gets here first: the others find its parent run in the storage
-        with search.storage_lock(study, "mlflow-parent"):
-            tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
-            search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
-        if threads:
-            torch.set_num_threads(threads)
-        workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
-        if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
-            study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
+    # from here on, the threads trials train with: data intake and task inference run the model too, and
+    # two torch threads on two shared cores stalled the first forward passes of a small LSTM by 0.7 s each
+    with torch_threads(threads):
+        split = prepare_data(data, target=target, val_data=val_data, val_fraction=config.val_fraction,
+                             seed=config.seed, device=device, raw_batches=step_fn is not None)
+        template = copy.deepcopy(model).to(device)  # the user's model is never touched
+        task = infer_task(template, split, loss_fn, output_fn=output_fn, step_fn=step_fn, task=config.task)
+        if task.note and config.verbose:
+            print(f"autoopt: note: {task.note}", file=sys.stderr)
+        _check_objective(config.objective, task, template, split)  # type: ignore[arg-type]
+        candidates = resolve_specs(config.optimizers)
+        if isinstance(config.space, Mapping):
+            candidates = apply_space(candidates, config.space)
+        specs, infeasible = _check_memory(candidates, trainable, config)
+        metric = config.objective.metric  # type: ignore[union-attr]
+        setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
+                              config.divergence_factor, precision=config.precision,
+                              metrics={config.objective.name: metric} if metric else {})  # type: ignore[union-attr]
+
+        study_name = config.study_name or default_study_name(model)
+        # a named study has its own experiment; unnamed ones (one per call) share one per model class
+        experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
+        tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
+        study_params = _study_params(config, split, task.kind, device)
+        level = search.quiet_optuna()
+        status = "FAILED"
+        try:
+            # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
+            study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
                                         pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                         objective=config.objective)
-        search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
-        search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
-        search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
-        for record in infeasible:
-            tracker.end_trial(record)
-        run_strategy(study, specs, setup, config, tracker, workers)
-        records = search.read_records(study, specs) + infeasible
-        trials = trials_table(records, config.objective)  # type: ignore[arg-type]
-        times = trial_times(study) if config.tracking else {}
-        killed = search.dead_trials(study) if config.tracking else []
-        if not (trials["outcome"] == "completed").any():
-            tracker.log_summary(None, trials, records, times, killed)
-            errors = trials["error"].dropna()
-            raise RuntimeError(
-                "no trial completed, so there is nothing to recommend"
-                + (f"; the first error was {errors.iloc[0]}" if len(errors) else "")
-                + "." + _where_results_are(config)
-            )
-        recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
-        tracker.log_summary(recommendation, trials, records, times, killed)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+            # once per study, whichever process gets here first: the others find its parent run in the storage
+            with search.storage_lock(study, "mlflow-parent"):
+                tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
+                search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
+            workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
+            if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
+                study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
+                                            pruner=config.pruner, seed=config.seed, epochs=config.epochs,
+                                            objective=config.objective)
+            search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
+            search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
+            search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
+            for record in infeasible:
+                tracker.end_trial(record)
+            run_strategy(study, specs, setup, config, tracker, workers)
+            records = search.read_records(study, specs) + infeasible
+            trials = trials_table(records, config.objective)  # type: ignore[arg-type]
+            times = trial_times(study) if config.tracking else {}
+            killed = search.dead_trials(study) if config.tracking else []
+            if not (trials["outcome"] == "completed").any():
+                tracker.log_summary(None, trials, records, times, killed)
+                errors = trials["error"].dropna()
+                raise RuntimeError(
+                    "no trial completed, so there is nothing to recommend"
+                    + (f"; the first error was {errors.iloc[0]}" if len(errors) else "")
+                    + "." + _where_results_are(config)
+                )
+            recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
+            tracker.log_summary(recommendation, trials, records, times, killed)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            search.restore_optuna_verbosity(level)
+            tracker.close(status)
+        return Report(recommendation, trials, study, config,
+                      epochs_spent=float(trials["epochs"].sum()),
+                      tracking_uri=getattr(tracker, "tracking_uri", None),
+                      parent_run_id=getattr(tracker, "parent_run_id", None),
+                      wall_seconds=time.perf_counter() - started,
+                      bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch's CPU threads set to ``n`` (unchanged for None) for the block, restored after it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads_before)
-        search.restore_optuna_verbosity(level)
-        tracker.close(status)
-    return Report(recommendation, trials, study, config,
-                  epochs_spent=float(trials["epochs"].sum()),
-                  tracking_uri=getattr(tracker, "tracking_uri", None),
-                  parent_run_id=getattr(tracker, "parent_run_id", None),
-                  wall_seconds=time.perf_counter() - started,
-                  bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
+        torch.set_num_threads(before)
 
 
 def _check_objective(objective: Objective, task: Task, model: nn.Module, split: Any) -> None:
@@ -283,11 +296,18 @@ def _study_params(config: StudyConfig, split: Any, task_kind: str, device: torch
               "data_n_train": shape["n_train"], "data_n_val": shape["n_val"],
               "data_x_shape": str(shape["x_shape"]), "data_y_shape": str(shape["y_shape"])}
     for package in ("autoopt", "torch", "optuna"):
-        try:
-            params[f"version_{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            params[f"version_{package}"] = "unknown"
+        params[f"version_{package}"] = package_version(package)
     return params
+
+
+@functools.lru_cache(maxsize=None)
+def package_version(package: str) -> str:
+    """An installed package's version, or "unknown"; read once per process (importlib.metadata parses
+    the package's METADATA file on every call: 5-15 ms a study for three packages)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 

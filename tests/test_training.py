@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+
+from autoopt import training
 
 from autoopt.data import prepare_data
 from autoopt.records import Candidate
@@ -92,3 +96,45 @@ def test_other_errors_propagate_to_the_caller(blobs):
     setup = make_setup(blobs, FailsOnCall(ZeroDivisionError("boom"), 3))
     with pytest.raises(ZeroDivisionError):
         train_candidate(setup, get_spec("sgd"), Candidate("sgd", {"lr": 0.1}), seed=0)
+
+
+class _SlowFirstCalls(torch.nn.Module):
+    """A model whose first forward passes stall, the way a process's first steps pay for lazy set-up."""
+
+    def __init__(self, inner: torch.nn.Module, stalls: int, seconds: float) -> None:
+        super().__init__()
+        self.inner, self.stalls, self.seconds = inner, stalls, seconds
+
+    def forward(self, x):  # noqa: ANN001
+        if self.stalls > 0:
+            self.stalls -= 1
+            time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def test_the_bare_epoch_excludes_the_warm_up(blobs):
+    setup = make_setup(blobs, mlp(4, 3))
+    # the stalls are set on the copy the measurement trains (fresh_model deep-copies the template)
+    setup.template = _SlowFirstCalls(setup.template, stalls=training.BARE_WARMUP_BATCHES, seconds=0.3)
+    seconds = training.measure_bare_epoch(setup)
+    assert seconds < 0.3  # each warm-up batch stalled 0.3 s; none of it is in the unit
+
+
+def test_the_bare_epoch_is_the_fastest_timed_one(blobs, monkeypatch):
+    setup = make_setup(blobs, mlp(4, 3))
+    times = iter([5.0, 0.2, 0.1])  # warm-up, first timed epoch, second timed epoch
+    monkeypatch.setattr(training, "_bare_epoch", lambda *a, **k: next(times))
+    assert training.measure_bare_epoch(setup) == 0.1
+
+
+def test_the_bare_epoch_leaves_torchs_random_state_as_one_plain_epoch_does(blobs):
+    # a model with dropout draws from torch's global generator; the trials after the measurement must
+    # draw what they drew when the measurement was one plain epoch, so that no result changes
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    setup = make_setup(blobs, model)
+    torch.manual_seed(123)
+    training.measure_bare_epoch(setup, epochs=1, warmup_batches=0)  # what it was: one plain epoch
+    plain = torch.get_rng_state()
+    torch.manual_seed(123)
+    training.measure_bare_epoch(setup)
+    assert torch.equal(torch.get_rng_state(), plain)

@@ -171,3 +171,25 @@ def test_an_rdb_storage_shared_by_workers_holds_every_trial(blobs):
         assert len(optuna.load_study(study_name=name, storage=POSTGRES).trials) == 4
     finally:
         optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_data_intake_and_task_inference_run_on_the_trials_threads(blobs, monkeypatch):
+    import importlib
+
+    tune_module = importlib.import_module("autoopt.tune")
+    seen = []
+    original = tune_module.infer_task
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "infer_task", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd"], n_trials=1, reevaluate_top=0, **FAST)
+        assert seen == [1]  # a small model's trials train on one thread; its first forward passes too
+        assert torch.get_num_threads() == 2  # and the caller's setting is back
+    finally:
+        torch.set_num_threads(before)

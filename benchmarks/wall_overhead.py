@@ -1,0 +1,256 @@
+"""Where a default study's wall time goes: epoch-TRE, wall-TRE and a breakdown (issues 8 and 9).
+
+Target: the default study's wall-TRE <= 1.5x its epoch-TRE. For each problem (corpus problems, called
+the way ``benchmarks/compare.py::run_autoopt`` calls ``tune``, and the recipes) and each budget, one
+default study with tracking off; printed: epoch-TRE (``report.cost``), wall-TRE (``report.wall_cost``),
+their ratio, and the study's wall seconds split into
+
+- ``setup``: ``tune`` before the strategy starts (data intake, task inference, the Optuna study);
+- ``bare``: ``measure_bare_epoch`` (the unit's own measurement);
+- ``train``: the trials' training epochs (``Measurement.seconds``, summed over trials);
+- ``val``: validation passes inside trials (the initial one and one per epoch);
+- ``trial``: the rest of each trial (model copy, optimizer build, memory measurement ...);
+- ``search``: the strategy outside trials (Optuna, the queue, budget checks, the progress bar);
+- ``after``: reading the records back, the table, the recommendation, the Report.
+
+``ref ms`` is a reference bare epoch timed by this script after each study (the median of 5 warm
+epochs, the same code for every version of autoopt), and ``ratio/ref`` the ratio against it: on
+shared cores the study's own one-shot unit is the noisiest number here, and this shows how far it
+moved a study's ratio.
+
+Each part is also given in bare runs (seconds / (epochs x bare epoch)), so the parts add up to the
+wall-TRE. Runs trained at once in threads (successive halving, budgets < 3) overlap: their ``train``,
+``val`` and ``trial`` are thread-seconds and ``search`` (what is left of the strategy's wall time)
+can be negative there. ``train`` above the epoch-TRE is the optimizers' own cost over a bare SGD step.
+
+A fingerprint of every study (its trial sequence with losses, and the recommendation) is written
+beside the numbers, and ``--check FILE`` compares it with an earlier run's: a change of the overhead
+must not change a result.
+
+    python benchmarks/wall_overhead.py                            # a handful of test problems + recipes
+    python benchmarks/wall_overhead.py --problems mlp_wine --budgets 3 --repeats 3
+    python benchmarks/wall_overhead.py --out results/wall_overhead.json --check /tmp/before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import autoopt  # noqa: E402
+from autoopt import strategy, training  # noqa: E402
+from corpus import PROBLEMS, TEST, split_of  # noqa: E402
+
+tune_module = importlib.import_module("autoopt.tune")  # the module; ``autoopt.tune`` is the function
+
+DEFAULT_PROBLEMS = ("logreg_digits_raw", "mlp_wine", "deep_relu_classif", "cnn_waveforms", "lstm_sine",
+                    "emb_topics")
+DEFAULT_RECIPES = ("digits_mlp", "breast_cancer", "deep_tanh", "digits_cnn", "sequence", "autoencoder")
+BUDGETS = (1, 3, 5)
+PARTS = ("setup", "bare", "train", "val", "trial", "search", "after")
+
+
+class Timers:
+    """Seconds spent in wrapped functions, by name; a wrapper replaces a module attribute for a while."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.marks: dict[str, float] = {}
+        self.captured: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def wrap(self, module: Any, attr: str, name: str, mark: bool = False, snapshot: str | None = None):
+        """``snapshot``: also count, as ``name + "_" + snapshot``, the time another timer ran inside this one."""
+        original = getattr(module, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            inner = self.seconds[snapshot] if snapshot else 0.0
+            if mark:
+                self.marks[f"{name}_start"] = start
+            try:
+                return original(*args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                self.seconds[name] += end - start
+                if snapshot:
+                    self.seconds[f"{name}_{snapshot}"] += self.seconds[snapshot] - inner
+                if mark:
+                    self.marks[f"{name}_end"] = end
+
+        setattr(module, attr, timed)
+        try:
+            yield
+        finally:
+            setattr(module, attr, original)
+
+    @contextlib.contextmanager
+    def capture(self, module: Any, attr: str):
+        """Keep the first argument of the last call of ``module.attr`` in ``captured[attr]``."""
+        original = getattr(module, attr)
+
+        def keep(first: Any, *args: Any, **kwargs: Any) -> Any:
+            self.captured[attr] = first
+            return original(first, *args, **kwargs)
+
+        setattr(module, attr, keep)
+        try:
+            yield
+        finally:
+            setattr(module, attr, original)
+
+
+def corpus_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
+    problem, split = PROBLEMS[name], split_of(name)
+    report = autoopt.tune(problem.model(seed), (split.train.X, split.train.y), val_data=(split.val.X, split.val.y),
+                          epochs=problem.epochs, batch_size=problem.batch_size, budget=budget, seed=seed,
+                          device="cpu", tracking=False, verbose=False)
+    return report, problem.epochs
+
+
+def recipe_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
+    from autoopt.recipes import load_recipe
+
+    recipe = load_recipe(name)
+    model, data = recipe.make(seed=seed)
+    settings = {k: v for k, v in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)) if v}
+    report = autoopt.tune(model, data, budget=budget, seed=seed, device="cpu", tracking=False, verbose=False,
+                          **settings)
+    return report, report.config.epochs
+
+
+def reference_epoch(setup: Any, repeats: int = 5) -> float:
+    """The median of ``repeats`` warm bare epochs (after one untimed), timed here, the same way for every
+    version of autoopt: a unit to check the study's own against (it is noisier on shared cores)."""
+    def epoch() -> float:
+        model = setup.fresh_model(setup.seed)
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+        generator = torch.Generator().manual_seed(setup.seed)
+        start = time.perf_counter()
+        for xb, yb in setup.split.train.batches(setup.batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            setup.task.batch_loss(model, xb, yb)[0].backward()
+            optimizer.step()
+        training.evaluate(model, setup.split.val, setup.task)
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what the studies' trials train with (models this small)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            epoch()
+            return statistics.median(epoch() for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
+    """One study with every part timed; its numbers and its fingerprint."""
+    timers = Timers()
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(timers.wrap(tune_module, "run_strategy", "strategy", mark=True))
+        stack.enter_context(timers.wrap(training, "evaluate", "val"))
+        stack.enter_context(timers.wrap(strategy, "measure_bare_epoch", "bare", snapshot="val"))
+        stack.enter_context(timers.wrap(strategy, "train_candidate", "trials"))
+        stack.enter_context(timers.capture(strategy, "measure_bare_epoch"))
+        report, epochs = study(name, budget)
+    end = time.perf_counter()
+    reference = reference_epoch(timers.captured["measure_bare_epoch"])
+    s, m = timers.seconds, timers.marks
+    wall = report.wall_seconds
+    # report.wall_seconds is tune()'s own clock, which starts just inside our `start`
+    setup = m["strategy_start"] - start - (end - start - wall)
+    train = float(report.trials["seconds"].sum())
+    val = s["val"] - s["bare_val"]  # measure_bare_epoch's validation pass belongs to "bare"
+    parts = {"setup": setup, "bare": s["bare"], "train": train, "val": val,
+             "trial": s["trials"] - train - val, "search": s["strategy"] - s["bare"] - s["trials"],
+             "after": end - m["strategy_end"]}
+    unit = epochs * report.bare_epoch_seconds
+    fingerprint = {
+        "recommendation": {"optimizer": report.recommendation.optimizer,
+                           "params": {k: float(v) if isinstance(v, float) else v
+                                      for k, v in report.recommendation.params.items()}},
+        "trials": sorted([r.purpose, r.optimizer, repr(float(r.lr)), r.outcome, int(r.epochs),
+                          repr(float(r.final_val_loss))] for r in report.trials.itertuples()),
+    }
+    return {"problem": name, "budget": budget, "epoch_tre": report.cost, "wall_tre": report.wall_cost,
+            "ratio": report.wall_cost / report.cost, "wall_s": wall, "bare_epoch_s": report.bare_epoch_seconds,
+            "reference_epoch_s": reference, "ratio_vs_reference": wall / (epochs * reference) / report.cost,
+            "epochs": epochs, "seconds": parts, "tre": {k: v / unit for k, v in parts.items()},
+            "fingerprint": fingerprint}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="*", default=list(DEFAULT_PROBLEMS),
+                        help=f"corpus problems (test fold: {', '.join(TEST)}); 'test' for the whole test fold")
+    parser.add_argument("--recipes", nargs="*", default=list(DEFAULT_RECIPES))
+    parser.add_argument("--budgets", nargs="*", type=float, default=list(BUDGETS))
+    parser.add_argument("--repeats", type=int, default=2, help="studies per problem and budget; medians shown")
+    parser.add_argument("--out", type=Path, default=None, help="write the numbers and fingerprints here (JSON)")
+    parser.add_argument("--check", type=Path, default=None, help="compare fingerprints with this earlier output")
+    args = parser.parse_args()
+    problems = list(TEST) if args.problems == ["test"] else args.problems
+
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}")
+    corpus_study(problems[0] if problems else "mlp_wine", 1)  # imports and first-call costs, not a study's
+    jobs = [(corpus_study, n) for n in problems] + [(recipe_study, n) for n in args.recipes]
+    rows = []
+    header = (f"{'problem':22} {'B':>3} {'epochTRE':>8} {'wallTRE':>8} {'ratio':>6} {'bare ms':>8} {'ref ms':>7} "
+              f"{'ratio/ref':>9} | "
+              + " ".join(f"{p:>6}" for p in PARTS) + "   (bare runs)")
+    print(header)
+    for study, name in jobs:
+        for budget in args.budgets:
+            runs = [measure(study, name, budget) for _ in range(args.repeats)]
+            ratios = [r["ratio"] for r in runs]
+            mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]  # the median study (lower)
+            mid = {**mid, "ratios": ratios, "ratio_median": statistics.median(ratios),
+                   "fingerprints_equal": all(r["fingerprint"] == runs[0]["fingerprint"] for r in runs)}
+            rows.append(mid)
+            print(f"{name:22} {budget:>3g} {mid['epoch_tre']:8.2f} {mid['wall_tre']:8.2f} {mid['ratio_median']:6.2f} "
+                  f"{mid['bare_epoch_s'] * 1e3:8.2f} {mid['reference_epoch_s'] * 1e3:7.2f} "
+                  f"{mid['ratio_vs_reference']:9.2f} | " + " ".join(f"{mid['tre'][p]:6.2f}" for p in PARTS)
+                  + f"   ratios {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+    by_budget = defaultdict(list)
+    for r in rows:
+        by_budget[r["budget"]].append(r)
+    for budget, group in sorted(by_budget.items()):
+        e = statistics.mean(r["epoch_tre"] for r in group)
+        w = statistics.mean(r["wall_tre"] for r in group)
+        print(f"mean at budget {budget:g}: epoch-TRE {e:.2f}, wall-TRE {w:.2f}, ratio of means {w / e:.2f}, "
+              f"worst ratio {max(r['ratio_median'] for r in group):.2f} (target <= 1.5); against the reference "
+              f"unit: mean ratio {statistics.mean(r['ratio_vs_reference'] for r in group):.2f}")
+    if args.check is not None:
+        before = {(r["problem"], r["budget"]): r["fingerprint"] for r in json.loads(args.check.read_text())["rows"]}
+        changed = [(r["problem"], r["budget"]) for r in rows
+                   if (r["problem"], r["budget"]) in before and before[(r["problem"], r["budget"])] != r["fingerprint"]]
+        compared = sum((r["problem"], r["budget"]) in before for r in rows)
+        print(f"fingerprints: {compared - len(changed)}/{compared} studies identical to {args.check}"
+              + (f"; changed: {changed}" if changed else ""))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                   "load_average": os.getloadavg()}
+        args.out.write_text(json.dumps({"made": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine,
+                                        "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
