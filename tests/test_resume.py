@@ -4,7 +4,7 @@ that survives its process (sqlite, a journal file), recorded in a real MLflow st
 0 finished trials lost, the killed trial re-run once with the same params and purpose, 0 RUNNING left,
 in the storage and in MLflow: the killed trial's run ends KILLED, its re-run and every other trained
 trial has one run of its own, and the study one parent, FINISHED. The heartbeat is shortened to 1 s
-(grace 3 s) through AUTOOPT_HEARTBEAT_SECONDS and MLflow's first flush to 1 s through
+(grace 3 s) through AUTOOPT_HEARTBEAT_SECONDS and MLflow's first flush to 0.2 s through
 AUTOOPT_MLFLOW_FLUSH_SECONDS (so that the killed trial has a live run); every wait polls the storage
 or MLflow with a deadline.
 """
@@ -92,7 +92,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if tracked else "off"
     (tmp_path / "study.py").write_text(STUDY.replace("EPOCHS", str(EPOCHS)))
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
-           "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "1"}
+           "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -101,7 +101,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
             done = [t for t in now if t.state.is_finished()]
             # mid-trial: it has reported epochs and has many left, so it is still running when the kill lands
             running = [t for t in now if t.state == TrialState.RUNNING
-                       and 1 <= len(t.intermediate_values) <= EPOCHS - 12]
+                       and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
             if not (done and running and (not tracked or live_run_of(tracking_uri, running[0].number))):
                 return None  # (and its MLflow run exists, RUNNING)
             return done, running[0]
