@@ -31,6 +31,7 @@ class ProgressBar:
         if unit not in ("trial", "epoch"):
             raise ValueError(f"unit must be 'trial' or 'epoch' but got {unit!r}.")
         self.total, self.unit = total, unit
+        initial = _whole(initial)  # "10/170 epochs", not "10.0/170": spent epochs come back as floats
         self._n = min(initial, total) if total is not None else initial  # counted here: a disabled tqdm counts nothing
         self._bar = tqdm(total=total, initial=self._n, desc=description, unit=unit, disable=not enabled,
                          dynamic_ncols=True, file=file)
@@ -72,7 +73,7 @@ class ProgressBar:
         """Trials (or epochs, for a bar in epochs) finished elsewhere (worker processes), read back
         from the storage."""
         with self._lock:
-            n = min(n, self.total) if self.total is not None else n
+            n = _whole(min(n, self.total) if self.total is not None else n)
             if n != self._n:
                 self._n = self._bar.n = n
                 self._bar.refresh()
@@ -84,3 +85,8 @@ class ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def _whole(n: float) -> float:
+    """``n`` as an int when it is whole, so that tqdm shows "10", not "10.0"."""
+    return int(n) if float(n).is_integer() else n
