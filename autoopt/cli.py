@@ -231,7 +231,8 @@ def _finished_trials(storage: str, study_name: str) -> int:
     try:
         import optuna
 
-        from .search import finished_trials, open_storage
+        from .search import finished_trials
+        from .storage import open_storage
 
         return finished_trials(optuna.load_study(study_name=study_name, storage=open_storage(storage)))
     except Exception:  # no such study yet, or an unreachable storage that tune() will report properly

@@ -17,7 +17,8 @@ from typing import Any
 from .objective import Objective, check_objective
 from .recommend import Policy, check_policy
 from .registry import apply_space, resolve_specs
-from .search import JOURNAL_PREFIX, PRUNERS, SAMPLERS, SPACES, journal_file
+from .search import PRUNERS, SAMPLERS, SPACES
+from .storage import JOURNAL_PREFIX, journal_file
 
 #: Below this many parameters a model trains on one CPU thread: intra-op parallelism gains nothing on
 #: such small tensors, and on shared cores it was measured 3-9x slower (digits MLP, CNN, deep tanh net).

@@ -10,7 +10,6 @@ stack and the others go on. Like the sequential loop it imports neither Optuna n
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import search
+from .storage import dead_trials
 from .registry import resolve_specs
 
 __all__ = ["SyncResult", "sync_study"]
@@ -50,7 +51,7 @@ def sync_study(study_name: str, storage: str, *, tracking_uri: str | None = None
     tracker.start_study(study_name, {}, parent_run_id=parent_run_id)
     if tracker.parent_run_id != parent_run_id:  # recorded nowhere, or in a store that lost it: now here
         search.save_tracking(study, tracker.tracking_uri, tracker.parent_run_id)
-    tracker.log_summary(rec, trials, records, trial_times(study), search.dead_trials(study))
+    tracker.log_summary(rec, trials, records, trial_times(study), dead_trials(study))
     tracker.close("FINISHED")
     wait_for_background(timeout)  # the charts too: a sync is done when everything is there
     synced = tracker.synced

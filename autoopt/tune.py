@@ -31,6 +31,7 @@ from .records import Candidate, Measurement, TrialRecord
 from .registry import OptimizerSpec, apply_space, resolve_specs
 from .report import Report
 from .results import trials_table
+from .storage import dead_trials, open_storage, recover_stale_trials, storage_lock
 from .task import LossFn, OutputFn, StepFn, Task, check_device, infer_task
 from .tracking import Tracker, make_tracker
 from .strategy import Workers, run_strategy
@@ -115,7 +116,7 @@ def tune(
                                         pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                         objective=config.objective)
             # once per study, whichever process gets here first: the others find its parent run in the storage
-            with search.storage_lock(study, "mlflow-parent"):
+            with storage_lock(study, "mlflow-parent"):
                 tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
                 search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
             workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
@@ -123,7 +124,7 @@ def tune(
                 study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
                                             pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                             objective=config.objective)
-            search.recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
+            recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
             search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
             search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
             for record in infeasible:
@@ -132,7 +133,7 @@ def tune(
             records = search.read_records(study, specs) + infeasible
             trials = trials_table(records, config.objective)  # type: ignore[arg-type]
             times = trial_times(study) if config.tracking else {}
-            killed = search.dead_trials(study) if config.tracking else []
+            killed = dead_trials(study) if config.tracking else []
             if not (trials["outcome"] == "completed").any():
                 tracker.log_summary(None, trials, records, times, killed)
                 errors = trials["error"].dropna()
@@ -318,7 +319,7 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     """
     import optuna
 
-    opened = search.open_storage(storage)
+    opened = open_storage(storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:

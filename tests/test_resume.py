@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 import autoopt
 from autoopt import search
+from autoopt.storage import RETRY_OF, open_storage, recover_stale_trials, stale_trials
 
 # about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run
 STUDY = """
@@ -53,7 +54,7 @@ def poll(condition, timeout: float, interval: float = 0.05):
 
 def load(storage: str) -> optuna.Study | None:
     try:
-        return optuna.load_study(study_name="resume", storage=search.open_storage(storage))
+        return optuna.load_study(study_name="resume", storage=open_storage(storage))
     except Exception:  # not created yet
         return None
 
@@ -118,7 +119,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     killed = next(t for t in trials(storage) if t.number == found[1].number)
     assert killed.state == TrialState.RUNNING
     # the killed trial's heartbeat stops; once past the grace period the storage calls it stale
-    assert poll(lambda: [t.number for t in search.stale_trials(load(storage))], timeout=30) == [killed.number]
+    assert poll(lambda: [t.number for t in stale_trials(load(storage))], timeout=30) == [killed.number]
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -128,16 +129,16 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     for number, (state, params, value) in before.items():  # 0 finished trials lost or changed
         assert (by_number[number].state, by_number[number].params, by_number[number].value) == (state, params, value)
     assert by_number[killed.number].state == TrialState.FAIL
-    reruns = [t for t in after if t.user_attrs.get(search.RETRY_OF) == killed.number]
+    reruns = [t for t in after if t.user_attrs.get(RETRY_OF) == killed.number]
     assert len(reruns) == 1, [(t.number, t.user_attrs) for t in after]
     rerun = reruns[0]
     assert rerun.state in (TrialState.COMPLETE, TrialState.PRUNED) and rerun.params == killed.params
     assert rerun.user_attrs["purpose"] == killed.user_attrs["purpose"]
     assert rerun.user_attrs["seed"] == killed.user_attrs["seed"]
     assert [t.number for t in after if t.state == TrialState.RUNNING] == []
-    assert not any(t.state == TrialState.WAITING and search.RETRY_OF in t.user_attrs for t in after)
+    assert not any(t.state == TrialState.WAITING and RETRY_OF in t.user_attrs for t in after)
     # a third run finds nothing to recover and queues no second re-run
-    assert search.recover_stale_trials(load(storage)) == []
+    assert recover_stale_trials(load(storage)) == []
     if not tracked:
         return
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 import autoopt
 from autoopt import search
+from autoopt.storage import QUEUE_KEY, enqueue_once, open_storage
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -77,7 +78,7 @@ def test_optuna_dashboard_opens_autoopts_storage_and_sees_the_study(tmp_path, ki
     autoopt.tune(torch.nn.Linear(4, 3), blobs, optimizers=["sgd"], n_trials=2, epochs=1, seeds=1,
                  storage=storage, study_name="dash", tracking=False, verbose=False)
     # the dashboard takes a URL, or for a journal file the storage autoopt opens (as its CLI takes the file)
-    app = dashboard.wsgi(storage if kind == "sqlite" else search.open_storage(storage))
+    app = dashboard.wsgi(storage if kind == "sqlite" else open_storage(storage))
     status, listing = wsgi_get(app, "/api/studies")
     assert status == "200 OK"
     (summary,) = [s for s in listing["study_summaries"] if s["study_name"] == "dash"]
@@ -106,7 +107,7 @@ def test_four_workers_share_one_study(tmp_path, kind):
     for process, (out, err) in zip(processes, results):
         assert process.returncode == 0, err[-2000:]
     name = study_file.read_text().split('study_name = "')[1].split('"')[0]
-    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # every number once
@@ -135,10 +136,10 @@ def test_four_workers_share_one_study(tmp_path, kind):
 
 
 def _enqueue_many(storage: str, name: str, barrier, keys: list[str]) -> None:
-    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     barrier.wait(timeout=60)  # every process starts queueing at the same moment
     for key in keys:
-        search.enqueue_once(study, key, {"x": 1.0}, {"purpose": "search"})
+        enqueue_once(study, key, {"x": 1.0}, {"purpose": "search"})
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
@@ -150,7 +151,7 @@ def test_enqueue_once_queues_each_key_once_across_processes(tmp_path, kind):
     storage = {"sqlite": f"sqlite:///{tmp_path / 'q.db'}", "journal": f"journal:{tmp_path / 'q.log'}",
                "postgresql": POSTGRES}[kind]
     name = f"queue-{uuid.uuid4().hex[:8]}"
-    optuna.create_study(study_name=name, storage=search.open_storage(storage))
+    optuna.create_study(study_name=name, storage=open_storage(storage))
     context = multiprocessing.get_context("fork")  # each child opens the storage itself
     barrier = context.Barrier(4)
     keys = [f"promote:{i}" for i in range(8)]
@@ -160,6 +161,6 @@ def test_enqueue_once_queues_each_key_once_across_processes(tmp_path, kind):
     for process in processes:
         process.join(timeout=120)
     assert [p.exitcode for p in processes] == [0, 0, 0, 0]
-    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
-    queued = sorted(t.user_attrs[search.QUEUE_KEY] for t in study.get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    queued = sorted(t.user_attrs[QUEUE_KEY] for t in study.get_trials(deepcopy=False))
     assert queued == sorted(keys)  # each key once, none missing
