@@ -45,8 +45,9 @@ def sync_study(study_name: str, storage: str, *, tracking_uri: str | None = None
     study = _load(study_name, storage)
     recorded_uri, parent_run_id = search.load_tracking(study)
     records = search.read_records(study, resolve_specs(None))
-    trials = trials_table(records)
-    rec = recommend(trials) if (trials["outcome"] == "completed").any() else None
+    objective = search.load_objective(study)  # an accuracy study is recommended by its accuracy here too
+    trials = trials_table(records, objective)
+    rec = recommend(trials, objective=objective) if (trials["outcome"] == "completed").any() else None
     tracker = MlflowTracker(tracking_uri=tracking_uri or recorded_uri)
     tracker.start_study(study_name, {}, parent_run_id=parent_run_id)
     if tracker.parent_run_id != parent_run_id:  # recorded nowhere, or in a store that lost it: now here

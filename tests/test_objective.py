@@ -162,3 +162,25 @@ def test_a_stored_study_is_shown_by_its_objective(blobs):
     shown = autoopt.load_report("shown", "sqlite:///shown.db", policy="loss")
     assert shown.objective.name == "val_accuracy"
     assert shown.recommendation.trial_numbers == report.recommendation.trial_numbers
+
+
+def test_sync_tags_the_runs_its_own_objective_recommends(blobs):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from autoopt.mlflow_sync import sync_study
+
+    # maximizing the cross-entropy: the recommended runs are the opposite of a loss search's
+    objective = Objective(cross_entropy, direction="maximize", name="ce")
+    uri = "sqlite:///mlflow.db"
+    report = autoopt.tune(_model(), blobs, objective=objective, n_trials=4, policy="loss", optimizers=["sgd", "adam"],
+                          storage="sqlite:///ce.db", study_name="ce", **{**QUICK, "tracking": True},
+                          tracking_uri=uri)
+    client = MlflowClient(uri)
+    for run in client.search_runs([client.get_experiment_by_name("ce").experiment_id]):
+        if run.data.tags.get("autoopt.recommended"):
+            client.delete_tag(run.info.run_id, "autoopt.recommended")  # what sync must put back
+    sync_study("ce", "sqlite:///ce.db")
+    tagged = {int(r.data.tags["autoopt.trial"]) for r in client.search_runs(
+        [client.get_experiment_by_name("ce").experiment_id], "tags.`autoopt.recommended` = 'true'")}
+    assert tagged == set(report.recommendation.trial_numbers)
