@@ -82,6 +82,7 @@ def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS
         table = table.sort_values("number", na_position="first", kind="stable").reset_index(drop=True)
     table.attrs["target_loss"] = target_loss(min(losses)) if losses else math.nan
     table.attrs["target"] = objective.score(target)
+    table.attrs["objective_direction"] = objective.direction  # how best_trained_per_optimizer ranks
     return table
 
 
@@ -96,22 +97,27 @@ def best_per_optimizer(trials: pd.DataFrame, objective: Objective = VAL_LOSS) ->
 
 
 def best_trained_per_optimizer(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best trial of every optimizer that trained, best first: its completed trial with the lowest
-    final validation loss or, for an optimizer none of whose trials completed, its trial with the
-    lowest validation loss at any epoch (a pruned or diverged one, as far as it got).
+    """The best trial of every optimizer that trained, best first: its completed trial with the best
+    final objective (the lowest validation loss unless the study optimized another objective:
+    ``trials.attrs["objective_direction"]``) or, for an optimizer none of whose trials completed, its
+    trial with the lowest validation loss at any epoch (a pruned or diverged one, as far as it got).
 
     This is what "the best run of each optimizer" means in the charts and the MLflow tags, so that an
     optimizer the pruner stopped early is compared too instead of vanishing.
     """
+    sign = -1.0 if trials.attrs.get("objective_direction") == "maximize" else 1.0
     trained = trials[trials["number"].notna() & (trials["epochs"] > 0) & trials["best_val_loss"].notna()]
+    trained = trained.assign(_score=sign * trained["objective"].astype(float))
     rows = []
     for _, group in trained.groupby("optimizer", sort=False):
-        done = group[(group["outcome"] == "completed") & group["final_val_loss"].notna()]
-        rows.append(done.loc[done["final_val_loss"].idxmin()] if len(done)
+        done = group[(group["outcome"] == "completed") & group["_score"].notna()]
+        rows.append(done.loc[done["_score"].idxmin()] if len(done)
                     else group.loc[group["best_val_loss"].idxmin()])
     if not rows:
-        return trained.iloc[0:0].copy()
+        return trained.iloc[0:0].drop(columns="_score").copy()
     best = pd.DataFrame(rows)
-    order = best["final_val_loss"].where(best["outcome"] == "completed", best["best_val_loss"])
+    # completed first, by their objective; then the others by how low their loss got
+    order = best["_score"].where(best["outcome"] == "completed", best["best_val_loss"])
+    best = best.drop(columns="_score")
     best = best.assign(_completed=best["outcome"] != "completed", _loss=order)
     return best.sort_values(["_completed", "_loss"]).drop(columns=["_completed", "_loss"]).reset_index(drop=True)

@@ -100,6 +100,12 @@ def test_a_maximized_metric_of_your_own_picks_its_highest_value_not_the_lowest_l
     assert report.recommendation.trial_numbers == ok.loc[ok["objective"].idxmax(), "trial_numbers"]
     assert report.recommendation.trial_numbers != ok.loc[ok["val_loss"].idxmin(), "trial_numbers"]
     assert "the best mean ce (maximized)" in report.recommendation.explanation
+    # "the best run of each optimizer" (the charts, the MLflow tags) follows the objective too
+    from autoopt.results import best_trained_per_optimizer
+
+    best = best_trained_per_optimizer(report.trials).set_index("optimizer")["number"]
+    for optimizer, group in done.groupby("optimizer"):
+        assert best[optimizer] == group.loc[group["objective"].idxmax(), "number"]
 
 
 def test_successive_halving_keeps_the_runs_with_the_best_objective(blobs):
