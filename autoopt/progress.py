@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
+from .objective import VAL_LOSS, Objective
 from .records import TrialRecord
 
 
@@ -27,7 +28,7 @@ class ProgressBar:
     """``update(record)`` after each trial; silent when ``enabled`` is False."""
 
     def __init__(self, total: float | None, enabled: bool, description: str = "trials", *, unit: str = "trial",
-                 initial: float = 0, file: TextIO | None = None) -> None:
+                 initial: float = 0, file: TextIO | None = None, objective: Objective = VAL_LOSS) -> None:
         if unit not in ("trial", "epoch"):
             raise ValueError(f"unit must be 'trial' or 'epoch' but got {unit!r}.")
         self.total, self.unit = total, unit
@@ -35,7 +36,8 @@ class ProgressBar:
         self._n = min(initial, total) if total is not None else initial  # counted here: a disabled tqdm counts nothing
         self._bar = tqdm(total=total, initial=self._n, desc=description, unit=unit, disable=not enabled,
                          dynamic_ncols=True, file=file)
-        self._best = math.inf
+        self._best = math.inf  # the best score (lower is better) of ``objective``
+        self.objective = objective
         self._lock = threading.Lock()
 
     @classmethod
@@ -49,7 +51,8 @@ class ProgressBar:
             total = None  # a timeout alone: no total to show
         if total is not None and float(total).is_integer():
             total = int(total)  # "15/15 epochs", not "15.0/15.0"
-        return cls(total, enabled, "epochs", unit="epoch", initial=spent)
+        objective = config.objective if isinstance(config.objective, Objective) else VAL_LOSS
+        return cls(total, enabled, "epochs", unit="epoch", initial=spent, objective=objective)
 
     @property
     def n(self) -> float:
@@ -59,10 +62,11 @@ class ProgressBar:
     def update(self, record: TrialRecord) -> None:
         with self._lock:
             m = record.measurement
-            if m.outcome == "completed" and m.final_val_loss < self._best:
-                self._best = m.final_val_loss
+            score = self.objective.score(self.objective.final(m)) if m.outcome == "completed" else math.nan
+            if score < self._best:
+                self._best = score
                 self._bar.set_postfix_str(f"best {record.candidate.optimizer} lr={record.candidate.lr:.3g} "
-                                          f"val_loss={self._best:.4g}", refresh=False)
+                                          f"{self.objective.name}={self.objective.final(m):.4g}", refresh=False)
             step = len(m.epochs) if self.unit == "epoch" else 1
             if self.total is not None:  # a run finished past the budget does not run the bar past its total
                 step = max(min(step, self.total - self._n), 0)

@@ -58,3 +58,18 @@ def test_the_bar_shows_its_total_in_epochs():
     bar.finish()
     bar.close()
     assert "15/15" in stream.getvalue() and "epoch" in stream.getvalue()
+
+
+def test_the_best_so_far_is_the_studys_objective_and_whole_epochs_show_as_integers():
+    stream = io.StringIO()
+    from autoopt.objective import VAL_ACCURACY
+
+    bar = ProgressBar(10, True, "epochs", unit="epoch", file=stream, objective=VAL_ACCURACY, initial=0.0)
+    for loss, accuracy in ((0.2, 0.6), (0.9, 0.8)):  # the higher loss has the higher accuracy
+        m = Measurement("completed", epochs=[EpochRecord(1, 1.0, loss, accuracy, 0.1, 0.1)])
+        bar.update(TrialRecord(0, Candidate("adam", {"lr": 1e-3}), "adam", 0, "search", m))
+    bar.close()
+    shown = stream.getvalue()
+    # by loss the first trial would be best (and shown as val_loss=0.2); by accuracy the second is
+    assert "val_accuracy=0.8" in shown and "val_loss" not in shown
+    assert "2/10" in shown and "2.0/10" not in shown
