@@ -325,8 +325,18 @@ def _worker(args: argparse.Namespace, argv: list[str]) -> int:
 # --- show --------------------------------------------------------------------------------------------
 
 def _show(args: argparse.Namespace, argv: list[str]) -> int:
-    from .studyfile import default_storage, load_study_file
     from .tune import load_report
+
+    name, storage = _stored_study(args, "run the study first, or pass --storage")
+    report = load_report(name, storage)
+    _print_report(report, name, storage, sys.stdout)
+    return EXIT_OK
+
+
+def _stored_study(args: argparse.Namespace, hint: str) -> tuple[str, str]:
+    """(study name, storage) from ``STUDY`` (a name or a study file) and ``--storage``; a sqlite file
+    that does not exist is an error that ends with ``hint``."""
+    from .studyfile import default_storage, load_study_file
 
     name, storage = args.study, args.storage
     if name.endswith(".toml"):
@@ -335,10 +345,8 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
     storage = storage or default_storage(name)
     path = _sqlite_path(storage)
     if path is not None and not path.exists():
-        raise ValueError(f"no study database {path} here; run the study first, or pass --storage.")
-    report = load_report(name, storage)
-    _print_report(report, name, storage, sys.stdout)
-    return EXIT_OK
+        raise ValueError(f"no study database {path} here; {hint}.")
+    return name, storage
 
 
 def _sqlite_path(storage: str) -> Path | None:
@@ -353,16 +361,8 @@ def _sqlite_path(storage: str) -> Path | None:
 
 def _sync(args: argparse.Namespace, argv: list[str]) -> int:
     from .mlflow_sync import sync_study
-    from .studyfile import default_storage, load_study_file
 
-    name, storage = args.study, args.storage
-    if name.endswith(".toml"):
-        config = load_study_file(name).resolve()
-        name, storage = config.study_name, storage or config.storage
-    storage = storage or default_storage(name)
-    path = _sqlite_path(storage)
-    if path is not None and not path.exists():
-        raise ValueError(f"no study database {path} here; pass --storage.")
+    name, storage = _stored_study(args, "pass --storage")
     result = sync_study(name, storage, tracking_uri=args.tracking_uri)
     print(f"Study '{name}' in {result.tracking_uri}, parent run {result.parent_run_id}: "
           f"{result.trained_trials} trained trial(s); {result.created} run(s) written, "
