@@ -247,33 +247,11 @@ def _print_report(report: Any, study_name: str, storage: str, out: TextIO) -> No
     print(file=out)
     print("Recommendation:", file=out)
     print(report.recommendation.explanation, file=out)
-    print(f"In code: {_constructor(report.recommendation)}", file=out)
+    print(f"In code: {report.recommendation.constructor()}", file=out)
     print(file=out)
     counts = report.trials["outcome"].value_counts()
     outcomes = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o in counts)
     print(f"Study '{study_name}': {len(report.trials)} trials ({outcomes}) in {storage}.", file=out)
-
-
-def _constructor(recommendation: Any) -> str:
-    """The recommended optimizer as a line of Python, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
-    import torch
-
-    from .registry import get_spec
-
-    spec = get_spec(recommendation.optimizer)
-    cls = spec.optimizer_class
-    name = f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls \
-        else f"{cls.__module__}.{cls.__qualname__}"
-    kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(recommendation.params).items())
-    return f"{name}(model.parameters(), {kwargs})"
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_literal(v) for v in value) + ")"
-    return repr(value)
 
 
 # --- worker ------------------------------------------------------------------------------------------

@@ -126,14 +126,18 @@ class Recommendation:
 
         return build_scheduler(optimizer, self.training_settings, total_steps)
 
-    def code(self) -> str:
-        """The recommendation as lines of Python: the optimizer, then its schedule and clipping if any."""
+    def constructor(self) -> str:
+        """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
         spec = get_spec(self.optimizer)
         cls = spec.optimizer_class
         name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
                 else f"{cls.__module__}.{cls.__qualname__}")
         kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params).items())
-        lines = [f"optimizer = {name}(model.parameters(), {kwargs})"]
+        return f"{name}(model.parameters(), {kwargs})"
+
+    def code(self) -> str:
+        """The recommendation as lines of Python: the optimizer, then its schedule and clipping if any."""
+        lines = [f"optimizer = {self.constructor()}"]
         settings = self.training_settings
         if settings.schedule != "constant" or settings.warmup_fraction > 0:
             lines.append(f"scheduler = recommendation.build_scheduler(optimizer, total_steps)  # {settings.schedule}"
