@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -25,6 +24,7 @@ from optuna.trial import TrialState
 import autoopt
 from autoopt import search
 from autoopt.storage import RETRY_OF, open_storage, recover_stale_trials, stale_trials
+from conftest import poll
 
 # about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run
 STUDY = """
@@ -39,17 +39,6 @@ autoopt.tune(model, (X, y), optimizers=["sgd", "adam"], n_trials=2, epochs=EPOCH
              tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False)
 """
 EPOCHS = 24
-
-
-def poll(condition, timeout: float, interval: float = 0.05):
-    """condition()'s first truthy value within ``timeout`` seconds, else its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return condition()
 
 
 def load(storage: str) -> optuna.Study | None:

@@ -13,6 +13,7 @@ import pytest
 
 import autoopt
 from autoopt.workers import can_fork
+from conftest import poll
 
 pytestmark = pytest.mark.skipif(not (can_fork() and Path("/proc/self/stat").exists()),
                                 reason="needs fork and /proc (Linux)")
@@ -64,17 +65,6 @@ def stored_trials(storage: str) -> int:
         return len(optuna.load_study(study_name="orphans", storage=storage).trials)
     except Exception:  # no database or no study yet
         return 0
-
-
-def poll(condition, timeout: float, interval: float = 0.05):
-    """condition()'s first truthy value within ``timeout`` seconds, else its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return condition()
 
 
 def test_no_worker_survives_its_parent_killed(tmp_path):
