@@ -48,8 +48,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, FOLD_RULE, PROBLEMS, TEST, split_of  # noqa: E402
-from grids import (FAMILIES, HELD_OUT_SEEDS, config_key, evaluate, final_loss, load, reference,  # noqa: E402
-                   save)
+from grids import (FAMILIES, HELD_OUT_SEEDS, best_configs, config_key, evaluate, final_loss, load,  # noqa: E402
+                   lr_of, params_of, reference, save)
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results"
@@ -265,8 +265,6 @@ def grid_floor(name: str, record: dict[str, Any]) -> dict[str, Any]:
     Its cost is every grid run (about 300 TRE). Judged on the held-out seeds like every method, it
     shows what no search of this space can beat by much: the seed noise left after choosing on two seeds.
     """
-    from grids import best_configs, lr_of, params_of
-
     top = best_configs(record, 1)[0]
     params = params_of(top["optimizer"], lr_of(top["k"]))
     return {"recommendation": {"optimizer": top["optimizer"], "params": params}, "tre": float(len(record["runs"])),

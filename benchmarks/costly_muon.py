@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import simulate  # noqa: E402
 from corpus import DEV  # noqa: E402
 from grids import GRID_SEEDS  # noqa: E402
 from simulate import Grid, Search, _line_search, candidate_configs, cv_folds, greedy_portfolio  # noqa: E402
@@ -83,9 +82,7 @@ def main() -> int:
             for part in cv_folds(list(grids), 4):
                 train = [grids[n] for n in grids if n not in part]
                 portfolio = greedy_portfolio(train, 27)
-                simulate.candidate_configs = lambda: [c for c in pool if c[0] != "muon"]
-                without = simulate.greedy_portfolio(train, 27)
-                simulate.candidate_configs = candidate_configs
+                without = greedy_portfolio(train, 27, pool=[c for c in pool if c[0] != "muon"])
                 for name in part:
                     use = without if mode == "muon-free" and ratios[name] > COSTLY else portfolio
                     for seed in GRID_SEEDS:

@@ -23,7 +23,6 @@ development problems into K parts, learns the portfolio on K-1 and replays on th
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -212,9 +211,11 @@ def candidate_configs() -> list[Config]:
     return [(o, k) for o, start in START.items() for k in range(start, start + WINDOW) if in_range((o, k))]
 
 
-def greedy_portfolio(grids: Sequence[Grid], size: int, cap: float = 1.0) -> list[Config]:
-    """Entries chosen one at a time to minimize the mean over ``grids`` of the best regret so far (capped)."""
-    pool = candidate_configs()
+def greedy_portfolio(grids: Sequence[Grid], size: int, cap: float = 1.0,
+                     pool: Sequence[Config] | None = None) -> list[Config]:
+    """Entries chosen one at a time to minimize the mean over ``grids`` of the best regret so far (capped),
+    from ``pool`` (default: ``candidate_configs()``)."""
+    pool = list(pool) if pool is not None else candidate_configs()
     chosen: list[Config] = []
     current = np.full(len(grids), cap)
     table = np.array([[min(g.regret(c), cap) for g in grids] for c in pool])
