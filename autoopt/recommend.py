@@ -218,29 +218,33 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
     """
     if configs.empty:
         return pd.Series(dtype=float)
-    keyed: dict[tuple, list[tuple[float, float, bool]]] = {}
-    for _, row in configs.iterrows():
-        lr = row["params"].get("lr")
-        if isinstance(lr, (int, float)) and lr > 0:
-            rest = tuple(sorted((k, repr(v)) for k, v in row["params"].items() if k != "lr"))
-            keyed.setdefault((row["optimizer"], rest), []).append((float(lr), float(row["score"]), bool(row["ok"])))
+    rows = [(_lr_of(row["params"]), _lineage(row), float(row["score"]), bool(row["ok"])) for _, row in configs.iterrows()]
+    lineages: dict[tuple, list[tuple[float, float, bool]]] = {}
+    for lr, lineage, score, ok in rows:
+        if lr is not None:
+            lineages.setdefault(lineage, []).append((lr, score, ok))
     out = []
-    for _, row in configs.iterrows():
-        own = float(row["score"])
-        lr = row["params"].get("lr")
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(own)):
-            out.append(own)
-            continue
-        rest = tuple(sorted((k, repr(v)) for k, v in row["params"].items() if k != "lr"))
+    for lr, lineage, own, _ in rows:
         values = [own]
-        for factor in (NEIGHBOUR_STEP, 1 / NEIGHBOUR_STEP):
-            near = [(abs(math.log(other / (lr * factor))), score, ok) for other, score, ok in keyed[(row["optimizer"], rest)]
-                    if abs(math.log(other / (lr * factor))) <= math.log(NEIGHBOUR_SLACK)]
-            if near:
-                _, score, ok = min(near)
-                values.append(score if ok and math.isfinite(score) else own + 2 * abs(own))
+        if lr is not None and math.isfinite(own):
+            for target in (lr * NEIGHBOUR_STEP, lr / NEIGHBOUR_STEP):
+                near = [(abs(math.log(other / target)), score, ok) for other, score, ok in lineages[lineage]
+                        if abs(math.log(other / target)) <= math.log(NEIGHBOUR_SLACK)]
+                if near:
+                    _, score, ok = min(near)
+                    values.append(score if ok and math.isfinite(score) else own + 2 * abs(own))
         out.append((1 - NEIGHBOUR_WEIGHT) * own + NEIGHBOUR_WEIGHT * float(np.mean(values)))
     return pd.Series(out, index=configs.index, dtype=float)
+
+
+def _lr_of(params: dict[str, Any]) -> float | None:
+    lr = params.get("lr")
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else None
+
+
+def _lineage(row: pd.Series) -> tuple:
+    """What a configuration shares with its learning-rate neighbours: the optimizer and every other setting."""
+    return row["optimizer"], tuple(sorted((k, repr(v)) for k, v in row["params"].items() if k != "lr"))
 
 
 def _within(losses: pd.Series, best: float, tolerance: float) -> pd.Series:
