@@ -352,14 +352,19 @@ def test_one_member_is_trained_sequentially(blobs):
     assert fused_m.val_losses == seq_m.val_losses and math.isfinite(fused_m.final_val_loss)
 
 
-def test_with_torchs_default_optimizer_implementations_the_weights_are_bit_identical(blobs):
+def test_with_torchs_default_optimizer_implementations_the_weights_agree_to_float32_rounding(blobs):
+    # Not bit-identical on every CPU: a vmapped matmul may sum in another order than a plain one (seen:
+    # up to 1.2e-7 relative after 2 epochs on an AMD EPYC; bit-identical on another). 1e-6 is 100x
+    # tighter than the fast implementations' tolerance above, so an update rule that differs fails.
     setup = make_setup(blobs, mlp(4, 3))
     members = every_optimizer()
     _, models = train_fused(setup, members, 0, return_models=True, fast_optimizers=False)
     for (spec, candidate), fused_model in zip(members, models):
         _, seq_model = sequential(setup, spec, candidate)
         for key, value in seq_model.state_dict().items():
-            assert torch.equal(fused_model.state_dict()[key], value), (spec.name, key)
+            scale = float(value.abs().max()) if value.is_floating_point() and value.numel() else 1.0
+            torch.testing.assert_close(fused_model.state_dict()[key], value, rtol=1e-6, atol=1e-6 * max(scale, 1.0),
+                                       msg=f"{spec.name}: {key}")
 
 
 @pytest.mark.parametrize("value", [True, False, None])
