@@ -142,6 +142,9 @@ class StudyConfig:
         _one_of("parallel", self.parallel, ("processes", "threads"))
         if self.fused is not None and not isinstance(self.fused, bool):
             raise ValueError(f"fused must be True, False or None (fuse where it applies) but got {self.fused!r}.")
+        if self.fused and self.n_jobs != 1:
+            raise ValueError(f"fused=True trains candidates together in one process, so it needs n_jobs=1 (got "
+                             f"n_jobs={self.n_jobs}); pass fused=None to fuse where it applies, or n_jobs=1.")
         for name in ("study_name", "experiment_name", "device"):
             _optional_text(name, getattr(self, name))
         object.__setattr__(self, "storage", check_storage(self.storage))

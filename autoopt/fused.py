@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
@@ -23,11 +23,16 @@ from .device import is_out_of_memory, peak_memory_bytes, release_memory, reset_p
 from .fused_model import StackedModel, activation_bytes, fusable, has_accuracy, unsupported_setup
 from .records import Candidate, EpochRecord, Measurement
 from .registry import OptimizerSpec
+from .schedules import TRAINING_KEYS, TrainingSettings, split_params
 from .training import OnEpoch, TrainingInterrupted, TrainingSetup, _diverged, optimizer_state_bytes, train_candidate
 
-__all__ = ["FusedInterrupted", "fusable", "max_group_size", "train_fused"]
+__all__ = ["FusedInterrupted", "GroupStop", "fusable", "max_group_size", "member_problem", "train_fused",
+           "why_not_fused"]
 
 Member = tuple[OptimizerSpec, Candidate]
+#: group_stop(epoch, {member index: its record}) -> the members to stop now: asked once an epoch, after
+#: every member still training has its record (successive halving's rungs rank the members there).
+GroupStop = Callable[[int, dict[int, EpochRecord]], set[int]]
 
 #: Share of the machine's available RAM a fused group may plan to use on CPU (the rest is left to
 #: the data, the process and the other programs on the machine).
@@ -69,6 +74,36 @@ def _implementation(spec: OptimizerSpec, hparams, device: torch.device) -> dict[
     return chosen
 
 
+def member_problem(candidate: Candidate) -> str | None:
+    """Why ``candidate`` cannot be a member of a fused pass, or None.
+
+    The fused loop steps each member's optimizer with nothing around it: a candidate with its own
+    training settings (an lr schedule, warm-up, gradient clipping) trains alone.
+    """
+    _, settings = split_params(candidate.params)
+    if settings != TrainingSettings():
+        return f"{candidate.key()} has its own training settings ({settings}), which the fused loop does not apply"
+    return None
+
+
+def why_not_fused(setup: TrainingSetup, specs: Sequence[OptimizerSpec]) -> str | None:
+    """Why a study of ``specs`` on ``setup`` trains its trials one at a time, or None: it can fuse them.
+
+    >>> from autoopt.data import prepare_data
+    >>> from autoopt.task import infer_task
+    >>> from autoopt.registry import resolve_specs
+    >>> split = prepare_data((torch.randn(64, 3), torch.randn(64, 1)))
+    >>> model = nn.Linear(3, 1)
+    >>> setup = TrainingSetup(model, split, infer_task(model, split), torch.device("cpu"), 2, 16, 0)
+    >>> print(why_not_fused(setup, resolve_specs(["sgd", "adam"])))
+    None
+    """
+    searched = sorted({d.name for s in specs for d in s.space if d.name in TRAINING_KEYS})
+    if searched:
+        return f"the search space includes training settings ({', '.join(searched)}), which the fused loop does not apply"
+    return fusable(setup)
+
+
 class FusedInterrupted(KeyboardInterrupt):
     """Ctrl-C during a fused pass; carries every member's measurement so far, in member order."""
 
@@ -105,15 +140,16 @@ class _Member:
 @overload
 def train_fused(setup: TrainingSetup, members: Sequence[Member], seed: int,
                 on_epoch: Sequence[OnEpoch | None] | None = None, *,
-                return_models: Literal[False] = False, fast_optimizers: bool = True) -> list[Measurement]: ...
+                return_models: Literal[False] = False, fast_optimizers: bool = True,
+                group_stop: GroupStop | None = None) -> list[Measurement]: ...
 @overload
 def train_fused(setup: TrainingSetup, members: Sequence[Member], seed: int,
                 on_epoch: Sequence[OnEpoch | None] | None = None, *,
-                return_models: Literal[True], fast_optimizers: bool = True
+                return_models: Literal[True], fast_optimizers: bool = True, group_stop: GroupStop | None = None
                 ) -> tuple[list[Measurement], list[nn.Module | None]]: ...
 
 
-def train_fused(setup, members, seed, on_epoch=None, *, return_models=False, fast_optimizers=True):
+def train_fused(setup, members, seed, on_epoch=None, *, return_models=False, fast_optimizers=True, group_stop=None):
     """Train every ``(spec, candidate)`` of ``members`` from seed ``seed``'s weights in one fused pass.
 
     Per member the result is what ``train_candidate(setup, spec, candidate, seed, on_epoch[i])``
@@ -123,7 +159,9 @@ def train_fused(setup, members, seed, on_epoch=None, *, return_models=False, fas
     ``return_models=True`` it returns ``(measurements, models)``: each member's final model (None for
     an out-of-memory member). A single member without ``return_models`` is trained sequentially.
     ``fast_optimizers`` steps each optimizer class with the implementation in FAST_IMPLEMENTATION
-    (the same update rule; False: torch's default, as the sequential loop).
+    (the same update rule; False: torch's default, as the sequential loop). ``group_stop`` decides,
+    after each epoch, which members stop together (see GroupStop): pruned, or completed at the last epoch.
+    A member whose optimizer step raises ends "failed" alone; the others go on.
 
     >>> from autoopt.data import prepare_data
     >>> from autoopt.task import infer_task
@@ -140,33 +178,35 @@ def train_fused(setup, members, seed, on_epoch=None, *, return_models=False, fas
     callbacks = list(on_epoch) if on_epoch is not None else [None] * len(members)
     if len(callbacks) != len(members):
         raise ValueError(f"on_epoch has {len(callbacks)} entries for {len(members)} members; give one per member.")
-    reason = unsupported_setup(setup)
+    reason = unsupported_setup(setup) or next(
+        (problem for problem in (member_problem(c) for _, c in members) if problem), None)
     if reason is not None:
-        raise ValueError(f"cannot fuse this setup: {reason}; train it with train_candidate.")
+        raise ValueError(f"cannot fuse this: {reason}; train it with train_candidate.")
     if not members:
         return ([], []) if return_models else []
-    if len(members) == 1 and not return_models:
+    if len(members) == 1 and not return_models and group_stop is None:
         spec, candidate = members[0]
         try:
             return [train_candidate(setup, spec, candidate, seed, callbacks[0])]
         except TrainingInterrupted as stop:
             raise FusedInterrupted([stop.measurement]) from None
-    return _FusedRun(setup, members, callbacks, seed, return_models, fast_optimizers).run()
+    return _FusedRun(setup, members, callbacks, seed, return_models, fast_optimizers, group_stop).run()
 
 
 class _FusedRun:
     """One call of ``train_fused``: the stack, the members still in it and the ones that left."""
 
     def __init__(self, setup: TrainingSetup, members: list[Member], callbacks: list[OnEpoch | None],
-                 seed: int, keep_states: bool, fast_optimizers: bool) -> None:
-        self.setup, self.seed, self.keep_states = setup, seed, keep_states
+                 seed: int, keep_states: bool, fast_optimizers: bool, group_stop: GroupStop | None = None) -> None:
+        self.setup, self.seed, self.keep_states, self.group_stop = setup, seed, keep_states, group_stop
         self.device = setup.device
         model = setup.fresh_model(seed).to(self.device).train()
         self.with_accuracy = has_accuracy(setup, model)
         self.stack = StackedModel(model, len(members))
         self.members = [
             _Member(spec, candidate, callback, spec.build(params, {
-                **candidate.params, **(_implementation(spec, candidate.params, self.device) if fast_optimizers else {})
+                **split_params(candidate.params)[0],
+                **(_implementation(spec, candidate.params, self.device) if fast_optimizers else {})
             }), params)
             for (spec, candidate), callback, params in zip(members, callbacks, self.stack.leaves)
         ]
@@ -212,11 +252,12 @@ class _FusedRun:
                     member.shared_seconds += shared
                     try:
                         member.step()
-                    except Exception as exc:
-                        if not is_out_of_memory(exc):
-                            raise
+                    except Exception as exc:  # this member's own step: it ends alone, the others go on
                         failed.append(row)
-                        self._end_oom(member, exc)
+                        if is_out_of_memory(exc):
+                            self._end_oom(member, exc)
+                        else:
+                            self._end_failed(member, exc)
                         continue
                     member.measurement.steps += 1
                 # per-member sums as train_candidate keeps them: no .item(), a per-step sync would stall CUDA
@@ -293,6 +334,17 @@ class _FusedRun:
                 continue
             ended.append(row)
             self._finish(member)
+        if self.group_stop is not None:
+            index = {id(m): i for i, m in enumerate(self.members)}
+            going_on = {index[id(self.alive[r])]: self.alive[r].measurement.epochs[-1]
+                        for r in range(len(self.alive)) if r not in ended}
+            stopped = self.group_stop(epoch, going_on) if going_on else set()
+            for row in range(len(self.alive)):
+                member = self.alive[row]
+                if row not in ended and index[id(member)] in stopped:
+                    member.measurement.outcome = "pruned" if epoch < setup.epochs else "completed"
+                    ended.append(row)
+                    self._finish(member)
         if ended:
             self._keep([r for r in range(len(self.alive)) if r not in ended])
 
@@ -306,6 +358,12 @@ class _FusedRun:
         member.measurement.outcome = "oom"
         member.measurement.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"
         member.optimizer.state.clear()  # its state is not needed any more: give the memory back
+
+    def _end_failed(self, member: _Member, exc: BaseException) -> None:
+        failed = Measurement.failure(exc)
+        member.measurement.outcome, member.measurement.error = failed.outcome, failed.error
+        self._finish(member)
+        member.optimizer.state.clear()
 
     def _finish(self, member: _Member) -> None:
         """Record the member's memory (and weights, if asked) as it leaves the stack or the run ends."""

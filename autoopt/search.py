@@ -210,28 +210,12 @@ def make_objective(
             return run_objective(trial)
 
     def run_objective(trial: optuna.Trial) -> float:
-        purpose = str(trial.user_attrs.get("purpose", "search"))
-        trial_seed = int(trial.user_attrs.get("seed", seed))
-        group = bool(trial.user_attrs.get("group", False))
-        candidate = suggest_candidate(trial, specs, space)
-        trial.set_user_attr("purpose", purpose)
-        trial.set_user_attr("seed", trial_seed)
-        trial.set_user_attr("key", candidate.key())
-        trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
-        if purpose not in purposes:  # queued for another phase: never trained here
-            trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
+        member = _begin_trial(trial, specs, seed, space, purposes, measured)
+        if member is None:  # queued for another phase: never trained here
             raise optuna.TrialPruned()
-
-        def should_stop(record: EpochRecord) -> bool:
-            if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
-                return False
-            if not math.isfinite(record.val_loss):
-                return True  # diverged: the training loop records it as such
-            trial.report(measured.value(record), record.epoch)
-            return False if group else trial.should_prune()  # a group's rungs decide for its runs
-
+        number, candidate, trial_seed, purpose, should_stop = member
         try:
-            measurement = run_trial(trial.number, candidate, trial_seed, purpose, should_stop)
+            measurement = run_trial(number, candidate, trial_seed, purpose, should_stop)
         except TrainingInterrupted as exc:
             trial.set_user_attr("measurement", exc.measurement.to_dict())
             raise
@@ -239,40 +223,167 @@ def make_objective(
             failed = Measurement.failure(exc)
             trial.set_user_attr("measurement", failed.to_dict())
             raise
-        trial.set_user_attr("measurement", measurement.to_dict())
-        if measurement.outcome == "pruned":
+        state, value = _end_trial(trial, measurement, measured)
+        if state == TrialState.PRUNED:
             raise optuna.TrialPruned()
-        if measurement.outcome in ("diverged", "oom"):
-            # A FAIL state is invisible to TPE; a bad finite value steers it away from this region.
-            return penalty(measurement, measured)
-        return measured.final(measurement)
+        if state == TrialState.FAIL:
+            raise RuntimeError(measurement.error or "the trial failed")
+        return value
 
     return objective
 
 
+#: One trial of a group trained together: (number, candidate, seed, purpose, should_stop), what
+#: ``RunTrial`` takes for one trial.
+GroupMember = tuple[int, Candidate, int, str, Callable[[EpochRecord], bool]]
+#: train_group(members) -> their measurements, in order; members share one seed. On Ctrl-C it raises a
+#: KeyboardInterrupt whose ``measurements`` attribute holds every member's measurement so far.
+TrainGroup = Callable[[list[GroupMember]], list[Measurement]]
+
+
+def _begin_trial(trial: optuna.Trial, specs: Sequence[OptimizerSpec], seed: int, space: str,
+                 purposes: frozenset[str], measured: Objective) -> GroupMember | None:
+    """Take the trial's candidate and record what it is; None (recorded "cancelled") for a trial
+    queued for a phase not in ``purposes``."""
+    purpose = str(trial.user_attrs.get("purpose", "search"))
+    trial_seed = int(trial.user_attrs.get("seed", seed))
+    group = bool(trial.user_attrs.get("group", False))
+    candidate = suggest_candidate(trial, specs, space)
+    trial.set_user_attr("purpose", purpose)
+    trial.set_user_attr("seed", trial_seed)
+    trial.set_user_attr("key", candidate.key())
+    trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
+    if purpose not in purposes:
+        trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
+        return None
+
+    def should_stop(record: EpochRecord) -> bool:
+        if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
+            return False
+        if not math.isfinite(record.val_loss):
+            return True  # diverged: the training loop records it as such
+        trial.report(measured.value(record), record.epoch)
+        return False if group else trial.should_prune()  # a group's rungs decide for its runs
+
+    return trial.number, candidate, trial_seed, purpose, should_stop
+
+
+def _end_trial(trial: optuna.Trial, measurement: Measurement, measured: Objective) -> tuple[TrialState, float | None]:
+    """Store the measurement; the state and value the trial ends with."""
+    trial.set_user_attr("measurement", measurement.to_dict())
+    if measurement.outcome == "pruned":
+        return TrialState.PRUNED, None
+    if measurement.outcome in ("failed", "interrupted"):
+        return TrialState.FAIL, None
+    if measurement.outcome in ("diverged", "oom"):
+        # A FAIL state is invisible to TPE; a bad finite value steers it away from this region.
+        return TrialState.COMPLETE, penalty(measurement, measured)
+    return TrialState.COMPLETE, measured.final(measurement)
+
+
+def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_group: TrainGroup, seed: int,
+                 space: str, *, n: int, max_size: int, purposes: frozenset[str],
+                 objective: Objective = VAL_LOSS, deadline: float | None = None) -> None:
+    """Run the next ``n`` queued trials like ``run``, but up to ``max_size`` of one seed at a time in one
+    ``train_group`` call (ask and tell: each is still one trial, told its own value or state).
+
+    A group is the queued trials that come next and share a seed, so the trials run in the order they
+    were queued, as ``run`` runs them. Ctrl-C ends every member of the group "interrupted", as ``run``
+    ends the one trial it is training. No group starts after ``deadline`` (``time.monotonic()``).
+    """
+    left = n
+    while left > 0 and (deadline is None or time.monotonic() < deadline):
+        members: list[tuple[optuna.Trial, GroupMember]] = []
+        with contextlib.ExitStack() as beats:
+            while left > 0 and len(members) < max_size:
+                upcoming = _next_waiting(study)
+                if upcoming is None or (members and int(upcoming.user_attrs.get("seed", seed)) != members[0][1][2]):
+                    break
+                with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": beaten below
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask()
+                left -= 1
+                member = _begin_trial(trial, specs, seed, space, purposes, objective)
+                if member is None:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                beats.enter_context(journal_heartbeat(trial, asked=True))
+                members.append((trial, member))
+            if not members:
+                if _next_waiting(study) is None:
+                    return
+                continue
+            # one group per seed: another process may have taken the trial seen above, and the next one
+            # asked for may have another seed
+            groups: list[list[tuple[optuna.Trial, GroupMember]]] = []
+            for pair in members:
+                if groups and groups[-1][0][1][2] == pair[1][2]:
+                    groups[-1].append(pair)
+                else:
+                    groups.append([pair])
+            for i, group in enumerate(groups):
+                try:
+                    measurements = train_group([m for _, m in group])
+                except KeyboardInterrupt as stop:
+                    so_far = list(getattr(stop, "measurements", None) or [])
+                    for j, (trial, _) in enumerate([p for g in groups[i:] for p in g]):
+                        _tell(study, trial, so_far[j] if j < len(so_far) else Measurement("interrupted"), objective)
+                    raise
+                for (trial, _), measurement in zip(group, measurements):
+                    if len(group) > 1:
+                        trial.set_user_attr(GROUP_SIZE_ATTR, len(group))
+                    _tell(study, trial, measurement, objective)
+        if study.study_name in _CLOCKS:
+            _CLOCKS[study.study_name].save(study)
+
+
+#: The user attribute of a trial trained in a group by ``run_together``: how many trained together.
+GROUP_SIZE_ATTR = "trained_together"
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, measurement: Measurement, objective: Objective) -> None:
+    state, value = _end_trial(trial, measurement, objective)
+    study.tell(trial, value, state=state) if state == TrialState.COMPLETE else study.tell(trial, state=state)
+
+
+def _next_waiting(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The queued trial ``study.ask()`` takes next (Optuna takes the waiting trials in order), or None."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return min(waiting, key=lambda t: t.number) if waiting else None
+
+
 @contextlib.contextmanager
-def journal_heartbeat(trial: optuna.Trial) -> Iterator[None]:
+def journal_heartbeat(trial: optuna.Trial, *, asked: bool = False) -> Iterator[None]:
     """While the trial runs, beat every heartbeat_seconds() in a system attribute (journal storages).
 
-    Optuna keeps heartbeats only in RDB storages (sqlite, PostgreSQL): there it does this itself.
+    Optuna keeps heartbeats only in RDB storages (sqlite, PostgreSQL), and only for trials that
+    ``study.optimize`` runs: for a trial taken with ``study.ask()`` (``asked``, see ``run_together``)
+    this beats there too, as Optuna's own heartbeat thread would.
     """
     storage = trial.study._storage
-    if not isinstance(storage, optuna.storages.JournalStorage):
+    if isinstance(storage, optuna.storages.JournalStorage):
+        def record() -> None:
+            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+        interval: float = heartbeat_seconds()
+    elif asked and getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+        def record() -> None:
+            storage.record_heartbeat(trial._trial_id)
+        interval = storage.get_heartbeat_interval()
+    else:
         yield
         return
     stop = threading.Event()
-    interval = heartbeat_seconds()
 
     def beat() -> None:
         while True:
             try:
-                storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+                record()
             except Exception:  # the trial ended meanwhile (or the file is gone): nothing left to keep alive
                 return
             if stop.wait(interval):
                 return
 
-    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+    record()
     thread = threading.Thread(target=beat, name=f"autoopt-heartbeat-{trial.number}", daemon=True)
     thread.start()
     try:
@@ -280,7 +391,6 @@ def journal_heartbeat(trial: optuna.Trial) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
 
 
 def penalty(measurement: Measurement, objective: Objective = VAL_LOSS) -> float:

@@ -50,6 +50,7 @@ from .records import Candidate, EpochRecord, Measurement, TrialRecord
 from .registry import OptimizerSpec
 from .results import trials_table
 from .tracking import Tracker
+from .fused import FusedInterrupted, GroupStop, max_group_size, train_fused
 from .training import TrainingInterrupted, TrainingSetup, measure_bare_epoch, train_candidate
 from .workers import run_forked
 
@@ -63,6 +64,11 @@ HALVING_BELOW = 3.0
 HALVING_RATE = 3
 #: At most this many portfolio entries train at once in successive halving.
 HALVING_MAX = 27
+#: At most this many trials in one fused pass (memory may allow fewer: ``fused.max_group_size``). On
+#: one CPU thread the speed-up stops growing past 16 and a CNN's grouped convolutions got slower at 64
+#: (benchmarks/fused_throughput.py); a GPU keeps gaining.
+MAX_FUSED = {"cpu": 16}
+MAX_FUSED_OTHER = 64
 
 
 @dataclass
@@ -76,15 +82,20 @@ class Workers:
 
 
 def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
-                 tracker: Tracker, workers: Workers | None = None) -> None:
-    """Run the whole search on ``study``: portfolio, line search, TPE, re-evaluation."""
+                 tracker: Tracker, workers: Workers | None = None, fused: bool = False) -> None:
+    """Run the whole search on ``study``: portfolio, line search, TPE, re-evaluation.
+
+    ``fused``: trials queued together (the portfolio's entries, a halving race, re-evaluations of one
+    seed) train in one fused pass (``autoopt.fused``) instead of one after another; the caller decides
+    whether the model allows it (``fused.why_not_fused``)."""
     by_name = {s.name: s for s in specs}
     if search.bare_epoch_seconds(study) is None:
         search.save_bare_epoch_seconds(study, measure_bare_epoch(setup))
     progress = ProgressBar.for_study(config, search.spent(study, config.epochs), config.verbose)
     clock = search.start_clock(study)  # the timeout is the study's total: earlier processes' time counts
     deadline = None if config.timeout is None else time.monotonic() + clock.left(config.timeout)
-    runner = _Runner(study, specs, by_name, setup, config, tracker, workers, progress, deadline)
+    runner = _Runner(study, specs, by_name, setup, config, tracker, workers, progress, deadline,
+                     fused and workers is None)
     try:
         if not study.trials and config.total_budget is not None and config.total_budget < HALVING_BELOW:
             runner.run_halving()
@@ -107,11 +118,21 @@ class _Runner:
 
     def __init__(self, study: Any, specs: list[OptimizerSpec], by_name: dict[str, OptimizerSpec],
                  setup: TrainingSetup, config: StudyConfig, tracker: Tracker, workers: Workers | None,
-                 progress: ProgressBar, deadline: float | None) -> None:
+                 progress: ProgressBar, deadline: float | None, fused: bool = False) -> None:
         self.study, self.specs, self.by_name, self.setup = study, specs, by_name, setup
         self.config, self.tracker, self.workers, self.progress = config, tracker, workers, progress
         self.deadline = deadline
         self.costly_seconds = search.COSTLY * config.epochs * search.bare_epoch_seconds(study)
+        self.fused_size = self._fused_size() if fused else 0  # trials one fused pass may hold; 0: none
+
+    def _fused_size(self) -> int:
+        """How many trials one fused pass holds: MAX_FUSED, or fewer where memory (or the budget) says so,
+        planned for the optimizer with the largest state."""
+        cap = MAX_FUSED.get(self.setup.device.type, MAX_FUSED_OTHER)
+        params = [p for p in self.setup.template.parameters() if p.requires_grad]
+        largest = max(self.specs, key=lambda s: s.predict_state_bytes(params, s.defaults))
+        member = (largest, Candidate(largest.name, dict(largest.defaults)))
+        return max_group_size(self.setup, [member] * cap, memory_budget=self.config.memory_budget)
 
     def runs_left(self, reevaluation: bool = False) -> float:
         """Whole trials that fit in the budget, the trial count and the time that are left."""
@@ -169,6 +190,12 @@ class _Runner:
             search.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space, "portfolio",
                            self.config.seed, extra={"portfolio_index": i, "group": True}, once=f"portfolio:{i}")
         rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])), n)
+        if self.fused_size >= n:  # one fused pass; its rungs are decided once an epoch
+            train = _group_trainer(self.by_name, self.setup, self.tracker, self.progress,
+                                   rendezvous.group_stop(self.config.objective))
+            search.run_together(self.study, self.specs, train, self.config.seed, self.config.space, n=n, max_size=n,
+                                purposes=frozenset({"portfolio"}), objective=self.config.objective)
+            return
         objective = search.make_objective(
             self.specs, _trial_runner(self.by_name, self.setup, self.tracker, self.progress, rendezvous,
                                       self.config.objective),
@@ -181,7 +208,7 @@ class _Runner:
             n = min(search.waiting_trials(self.study, purpose), self.runs_left(reevaluation))
             if n <= 0:
                 return
-            self._run(int(n), frozenset({purpose}))
+            self._run(int(n), frozenset({purpose}), queued=True)
 
     def run_one(self, candidate: Candidate, purpose: str) -> bool:
         """Train ``candidate`` now if it fits; False when the budget, the count or the time is spent."""
@@ -201,8 +228,16 @@ class _Runner:
             # an unbounded study (a timeout only) samples in rounds, so the deadline is checked between them
             self._run(int(min(n, 50)), frozenset({"search"}))
 
-    def _run(self, n: int, purposes: frozenset[str], here: bool = False) -> None:
+    def _run(self, n: int, purposes: frozenset[str], here: bool = False, queued: bool = False) -> None:
+        """Run ``n`` trials of ``purposes``; ``queued``: all of them are queued already, so those of one
+        seed can train together (sampled trials are asked for one at a time: each waits for the last)."""
         timeout = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+        if self.fused_size > 1 and n > 1 and queued and not here:
+            train = _group_trainer(self.by_name, self.setup, self.tracker, self.progress)
+            search.run_together(self.study, self.specs, train, self.config.seed, self.config.space, n=n,
+                                max_size=self.fused_size, purposes=purposes, objective=self.config.objective,
+                                deadline=self.deadline)
+            return
         objective = self._objective(self.tracker, self.progress, purposes)
         if self.workers is None or here or n == 1:
             search.run(self.study, objective, n_trials=n, timeout=timeout, n_jobs=1 if here else self.config.n_jobs)
@@ -286,12 +321,33 @@ class Rendezvous:
             losses[member] = loss if math.isfinite(loss) else math.inf
             self._cond.notify_all()
             self._cond.wait_for(lambda: self._joined >= self.members and self._running <= set(losses))
-            best = sorted(losses, key=lambda m: losses[m])[:self.keep[epoch]]
+            best = _best(losses, self.keep[epoch])
             if member not in best:
                 self._running.discard(member)
                 self._cond.notify_all()
                 return True
             return False
+
+
+    def group_stop(self, objective: Objective) -> GroupStop:
+        """The rungs for runs trained in one fused pass, where every member's epoch ends at once: at a
+        rung, the members not among the ``keep[epoch]`` best stop (ranked by ``objective``)."""
+
+        def stop(epoch: int, records: dict[int, EpochRecord]) -> set[int]:
+            if epoch not in self.keep:
+                return set()
+            scores = {}
+            for member, record in records.items():
+                score = objective.score(objective.value(record))
+                scores[member] = score if math.isfinite(score) else math.inf
+            return set(scores) - set(_best(scores, self.keep[epoch]))
+
+        return stop
+
+
+def _best(scores: dict[int, float], keep: int) -> list[int]:
+    """The ``keep`` members with the lowest scores (ties: the member first in order)."""
+    return sorted(scores, key=lambda m: (scores[m], m))[:keep]
 
 
 def _line_search(runner: _Runner) -> None:
@@ -398,6 +454,44 @@ def _trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, track
         return measurement
 
     return run_trial
+
+
+def _group_trainer(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracker: Tracker,
+                   progress: ProgressBar, group_stop: GroupStop | None = None) -> search.TrainGroup:
+    """Train a group of trials of one seed in one fused pass, with the tracker and the progress bar told
+    about each as ``_trial_runner`` tells them about one."""
+
+    def train_group(members: list[search.GroupMember]) -> list[Measurement]:
+        specs = [by_name[candidate.optimizer] for _, candidate, _, _, _ in members]
+
+        def record(i: int, measurement: Measurement) -> TrialRecord:
+            number, candidate, seed, purpose, _ = members[i]
+            return TrialRecord(number, candidate, specs[i].family, seed, purpose, measurement)
+
+        def on_epoch(number: int, should_stop: Callable[[EpochRecord], bool]) -> Callable[[EpochRecord], bool]:
+            def callback(epoch: EpochRecord) -> bool:
+                tracker.log_epoch(number, epoch)
+                return should_stop(epoch)
+            return callback
+
+        for (number, candidate, seed, purpose, _), spec in zip(members, specs):
+            tracker.start_trial(number, candidate, spec.family, seed, purpose)
+        try:
+            measurements = train_fused(setup, [(spec, m[1]) for spec, m in zip(specs, members)], members[0][2],
+                                       [on_epoch(m[0], m[4]) for m in members], group_stop=group_stop)
+        except FusedInterrupted as stop:
+            for i, measurement in enumerate(stop.measurements):
+                tracker.end_trial(record(i, measurement))
+            raise
+        except Exception as exc:  # the shared pass itself failed: every member with it
+            measurements = [Measurement.failure(exc) for _ in members]
+        for i, measurement in enumerate(measurements):
+            done = record(i, measurement)
+            tracker.end_trial(done)
+            progress.update(done)
+        return measurements
+
+    return train_group
 
 
 def _enqueue_reevaluations(study: Any, by_name: dict[str, OptimizerSpec], config: StudyConfig,

@@ -25,6 +25,7 @@ from . import search
 from .config import SMALL_MODEL, StudyConfig
 from .data import prepare_data
 from .device import select_device
+from .fused import why_not_fused
 from .objective import Objective
 from .recommend import format_bytes, recommend
 from .records import Candidate, Measurement, TrialRecord
@@ -129,7 +130,9 @@ def tune(
             search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
             for record in infeasible:
                 tracker.end_trial(record)
-            run_strategy(study, specs, setup, config, tracker, workers)
+            # after the store answered (an unreachable one is the first error), before any training
+            fused = _decide_fusing(config, setup, specs, workers is None and config.n_jobs == 1)
+            run_strategy(study, specs, setup, config, tracker, workers, fused=fused)
             records = search.read_records(study, specs) + infeasible
             trials = trials_table(records, config.objective)  # type: ignore[arg-type]
             times = trial_times(study) if config.tracking else {}
@@ -198,6 +201,22 @@ def _check_objective(objective: Objective, task: Task, model: nn.Module, split: 
                          f"(predictions and targets as the loss sees them): {type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
+
+
+def _decide_fusing(config: StudyConfig, setup: TrainingSetup, specs: list[OptimizerSpec], in_process: bool) -> bool:
+    """Whether trials queued together train in one fused pass; ``fused=True`` where it cannot is an error
+    here, before any training, and the automatic choice says in one line why it does not fuse."""
+    if config.fused is False or not in_process:
+        return False
+    problem = why_not_fused(setup, specs)
+    if problem is None:
+        return True
+    if config.fused:
+        raise ValueError(f"fused=True, but this study cannot train its candidates in one fused pass: {problem}. "
+                         "Pass fused=None (fuse where it applies) or fused=False.")
+    if config.verbose:
+        print(f"autoopt: note: trials train one at a time, not fused: {problem}", file=sys.stderr)
+    return False
 
 
 def _check_arguments(model: Any, target: Any, loss_fn: Any) -> None:

@@ -114,22 +114,25 @@ class Timers:
             setattr(module, attr, original)
 
 
-def corpus_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
+FUSED_SETTING = {"auto": None, "off": False}
+
+
+def corpus_study(name: str, budget: float, seed: int = 0, fused: str = "auto") -> tuple[Any, int]:
     problem, split = PROBLEMS[name], split_of(name)
     report = autoopt.tune(problem.model(seed), (split.train.X, split.train.y), val_data=(split.val.X, split.val.y),
                           epochs=problem.epochs, batch_size=problem.batch_size, budget=budget, seed=seed,
-                          device="cpu", tracking=False, verbose=False)
+                          device="cpu", tracking=False, verbose=False, fused=FUSED_SETTING[fused])
     return report, problem.epochs
 
 
-def recipe_study(name: str, budget: float, seed: int = 0) -> tuple[Any, int]:
+def recipe_study(name: str, budget: float, seed: int = 0, fused: str = "auto") -> tuple[Any, int]:
     from autoopt.recipes import load_recipe
 
     recipe = load_recipe(name)
     model, data = recipe.make(seed=seed)
     settings = {k: v for k, v in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)) if v}
     report = autoopt.tune(model, data, budget=budget, seed=seed, device="cpu", tracking=False, verbose=False,
-                          **settings)
+                          fused=FUSED_SETTING[fused], **settings)
     return report, report.config.epochs
 
 
@@ -159,7 +162,7 @@ def reference_epoch(setup: Any, repeats: int = 5) -> float:
         torch.set_num_threads(threads)
 
 
-def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
+def measure(study: Any, name: str, budget: float, fused: str = "auto") -> dict[str, Any]:
     """One study with every part timed; its numbers and its fingerprint."""
     timers = Timers()
     start = time.perf_counter()
@@ -168,8 +171,9 @@ def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
         stack.enter_context(timers.wrap(training, "evaluate", "val"))
         stack.enter_context(timers.wrap(strategy, "measure_bare_epoch", "bare", snapshot="val"))
         stack.enter_context(timers.wrap(strategy, "train_candidate", "trials"))
+        stack.enter_context(timers.wrap(strategy, "train_fused", "trials"))  # a fused group: its members' trials
         stack.enter_context(timers.capture(strategy, "measure_bare_epoch"))
-        report, epochs = study(name, budget)
+        report, epochs = study(name, budget, fused=fused)
     end = time.perf_counter()
     reference = reference_epoch(timers.captured["measure_bare_epoch"])
     s, m = timers.seconds, timers.marks
@@ -189,7 +193,7 @@ def measure(study: Any, name: str, budget: float) -> dict[str, Any]:
         "trials": sorted([r.purpose, r.optimizer, repr(float(r.lr)), r.outcome, int(r.epochs),
                           repr(float(r.final_val_loss))] for r in report.trials.itertuples()),
     }
-    return {"problem": name, "budget": budget, "epoch_tre": report.cost, "wall_tre": report.wall_cost,
+    return {"problem": name, "budget": budget, "fused": fused, "epoch_tre": report.cost, "wall_tre": report.wall_cost,
             "ratio": report.wall_cost / report.cost, "wall_s": wall, "bare_epoch_s": report.bare_epoch_seconds,
             "reference_epoch_s": reference, "ratio_vs_reference": wall / (epochs * reference) / report.cost,
             "epochs": epochs, "seconds": parts, "tre": {k: v / unit for k, v in parts.items()},
@@ -205,43 +209,61 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="studies per problem and budget; medians shown")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers and fingerprints here (JSON)")
     parser.add_argument("--check", type=Path, default=None, help="compare fingerprints with this earlier output")
+    parser.add_argument("--fused", choices=("auto", "off", "both"), default="auto",
+                        help="fused trials where they apply (auto, the default study), never (off), or both "
+                             "interleaved, with the wall-time speed-up of auto over off (issue 9)")
     args = parser.parse_args()
+    modes = ["off", "auto"] if args.fused == "both" else [args.fused]
     problems = list(TEST) if args.problems == ["test"] else args.problems
 
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}")
     corpus_study(problems[0] if problems else "mlp_wine", 1)  # imports and first-call costs, not a study's
     jobs = [(corpus_study, n) for n in problems] + [(recipe_study, n) for n in args.recipes]
     rows = []
-    header = (f"{'problem':22} {'B':>3} {'epochTRE':>8} {'wallTRE':>8} {'ratio':>6} {'bare ms':>8} {'ref ms':>7} "
+    header = (f"{'problem':22} {'B':>3} {'fused':>5} {'epochTRE':>8} {'wallTRE':>8} {'ratio':>6} {'bare ms':>8} {'ref ms':>7} "
               f"{'ratio/ref':>9} | "
               + " ".join(f"{p:>6}" for p in PARTS) + "   (bare runs)")
     print(header)
     for study, name in jobs:
         for budget in args.budgets:
-            runs = [measure(study, name, budget) for _ in range(args.repeats)]
-            ratios = [r["ratio"] for r in runs]
-            mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]  # the median study (lower)
-            mid = {**mid, "ratios": ratios, "ratio_median": statistics.median(ratios),
-                   "fingerprints_equal": all(r["fingerprint"] == runs[0]["fingerprint"] for r in runs)}
-            rows.append(mid)
-            print(f"{name:22} {budget:>3g} {mid['epoch_tre']:8.2f} {mid['wall_tre']:8.2f} {mid['ratio_median']:6.2f} "
+            # modes interleaved (off, auto, auto, off, ...) so that drift in the machine's load falls on both
+            order = [mode for i in range(args.repeats) for mode in (modes if i % 2 == 0 else modes[::-1])]
+            measured = [(mode, measure(study, name, budget, mode)) for mode in order]
+            walls = {}
+            for mode in modes:
+                runs = [r for m, r in measured if m == mode]
+                walls[mode] = statistics.median(r["wall_s"] for r in runs)
+                ratios = [r["ratio"] for r in runs]
+                mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]  # the median study (lower)
+                mid = {**mid, "ratios": ratios, "ratio_median": statistics.median(ratios),
+                       "fingerprints_equal": all(r["fingerprint"] == runs[0]["fingerprint"] for r in runs)}
+                rows.append(mid)
+                print(f"{name:22} {budget:>3g} {mode:>5} {mid['epoch_tre']:8.2f} {mid['wall_tre']:8.2f} {mid['ratio_median']:6.2f} "
                   f"{mid['bare_epoch_s'] * 1e3:8.2f} {mid['reference_epoch_s'] * 1e3:7.2f} "
                   f"{mid['ratio_vs_reference']:9.2f} | " + " ".join(f"{mid['tre'][p]:6.2f}" for p in PARTS)
-                  + f"   ratios {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+                      + f"   ratios {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+            if len(modes) == 2:
+                speedup = walls["off"] / walls["auto"]
+                rows[-1]["speedup_vs_off"] = speedup
+                print(f"{'':22} {budget:>3g} wall time off / auto (medians): {speedup:.2f}x", flush=True)
     by_budget = defaultdict(list)
     for r in rows:
-        by_budget[r["budget"]].append(r)
-    for budget, group in sorted(by_budget.items()):
+        by_budget[(r["budget"], r["fused"])].append(r)
+    for (budget, mode), group in sorted(by_budget.items()):
         e = statistics.mean(r["epoch_tre"] for r in group)
         w = statistics.mean(r["wall_tre"] for r in group)
-        print(f"mean at budget {budget:g}: epoch-TRE {e:.2f}, wall-TRE {w:.2f}, ratio of means {w / e:.2f}, "
+        speedups = [r["speedup_vs_off"] for r in group if "speedup_vs_off" in r]
+        print(f"mean at budget {budget:g}, fused {mode}: epoch-TRE {e:.2f}, wall-TRE {w:.2f}, ratio of means {w / e:.2f}, "
               f"worst ratio {max(r['ratio_median'] for r in group):.2f} (target <= 1.5); against the reference "
-              f"unit: mean ratio {statistics.mean(r['ratio_vs_reference'] for r in group):.2f}")
+              f"unit: mean ratio {statistics.mean(r['ratio_vs_reference'] for r in group):.2f}"
+              + (f"; wall time off / auto: mean {statistics.mean(speedups):.2f}x, min {min(speedups):.2f}x"
+                 if speedups else ""))
     if args.check is not None:
-        before = {(r["problem"], r["budget"]): r["fingerprint"] for r in json.loads(args.check.read_text())["rows"]}
-        changed = [(r["problem"], r["budget"]) for r in rows
-                   if (r["problem"], r["budget"]) in before and before[(r["problem"], r["budget"])] != r["fingerprint"]]
-        compared = sum((r["problem"], r["budget"]) in before for r in rows)
+        before = {(r["problem"], r["budget"], r.get("fused", "off")): r["fingerprint"]
+                  for r in json.loads(args.check.read_text())["rows"]}
+        changed = [(r["problem"], r["budget"], r["fused"]) for r in rows if (r["problem"], r["budget"], r["fused"]) in before
+                   and before[(r["problem"], r["budget"], r["fused"])] != r["fingerprint"]]
+        compared = sum((r["problem"], r["budget"], r["fused"]) in before for r in rows)
         print(f"fingerprints: {compared - len(changed)}/{compared} studies identical to {args.check}"
               + (f"; changed: {changed}" if changed else ""))
     if args.out is not None:

@@ -206,6 +206,61 @@ def test_a_member_whose_step_runs_out_of_memory_ends_alone(blobs):
         assert_same_run(measurements[index], models[index], seq_m, seq_model, members[index][0].name)
 
 
+class FailsOnStep(torch.optim.SGD):
+    """SGD whose second step raises an error of its own (not out of memory)."""
+
+    def __init__(self, params, lr: float = 0.1) -> None:
+        super().__init__(params, lr=lr)
+        self.calls = 0
+
+    def step(self, closure=None):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("this optimizer is broken")
+        return super().step(closure)
+
+
+def test_a_member_whose_step_raises_ends_failed_alone(blobs):
+    setup = make_setup(blobs, mlp(4, 3))
+    broken = OptimizerSpec("broken", "sgd", FailsOnStep, (get_spec("sgd").space[0],), {"lr": 0.1}, dense_state(0))
+    members = [(broken, Candidate("broken", {"lr": 0.1})), (get_spec("adam"), Candidate("adam", {"lr": 1e-2}))]
+    measurements, models = train_fused(setup, members, 0, return_models=True)
+    assert [m.outcome for m in measurements] == ["failed", "completed"]
+    assert "this optimizer is broken" in measurements[0].error and measurements[0].steps == 1
+    seq_m, seq_model = sequential(setup, *members[1])
+    assert_same_run(measurements[1], models[1], seq_m, seq_model, "adam")
+
+
+def test_group_stop_ends_the_members_it_names_once_every_member_has_its_epoch(blobs):
+    setup = make_setup(blobs, mlp(4, 3), epochs=3)
+    members = [(get_spec("adam"), Candidate("adam", {"lr": 1e-2})), (get_spec("sgd"), Candidate("sgd", {"lr": 0.1})),
+               (get_spec("momentum"), Candidate("momentum", {"lr": 0.05, "momentum": 0.9}))]
+    asked: list[tuple[int, list[int]]] = []
+
+    def keep_the_best(epoch, records):  # rung at epoch 1: only the lowest validation loss goes on
+        asked.append((epoch, sorted(records)))
+        if epoch != 1:
+            return set()
+        best = min(records, key=lambda i: records[i].val_loss)
+        return set(records) - {best}
+
+    measurements = train_fused(setup, members, 0, group_stop=keep_the_best)
+    winner = min(range(3), key=lambda i: measurements[i].epochs[0].val_loss)
+    assert [m.outcome for m in measurements] == ["completed" if i == winner else "pruned" for i in range(3)]
+    assert [len(m.epochs) for m in measurements] == [3 if i == winner else 1 for i in range(3)]
+    assert asked == [(1, [0, 1, 2]), (2, [winner]), (3, [winner])]
+    seq_m = train_candidate(setup, *members[winner], 0)
+    assert measurements[winner].val_losses == pytest.approx(seq_m.val_losses, rel=1e-5)
+
+
+def test_a_candidate_with_its_own_training_settings_is_not_fused(blobs):
+    setup = make_setup(blobs, mlp(4, 3))
+    members = [(get_spec("adam"), Candidate("adam", {"lr": 1e-2, "schedule": "cosine"})),
+               (get_spec("sgd"), Candidate("sgd", {"lr": 0.1}))]
+    with pytest.raises(ValueError, match="schedule='cosine'"):
+        train_fused(setup, members, 0)
+
+
 class RunsOutOfMemoryOnce(nn.Module):
     """An MLP whose n-th training forward raises out-of-memory (the counter is shared by all copies)."""
 

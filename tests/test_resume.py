@@ -34,11 +34,15 @@ X = torch.randn(1200, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
-autoopt.tune(model, (X, y), optimizers=["sgd", "adam"], n_trials=2, epochs=EPOCHS, batch_size=8, seeds=1,
+autoopt.tune(model, (X, y), optimizers=OPTIMIZERS, n_trials=len(OPTIMIZERS), epochs=EPOCHS, batch_size=8, seeds=1,
              pruner="none", storage=sys.argv[1], study_name="resume", tracking=sys.argv[2] != "off",
-             tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False)
+             tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False, fused=FUSED)
 """
 EPOCHS = 24
+
+
+def study_script(optimizers: list[str], fused: bool | None) -> str:
+    return STUDY.replace("EPOCHS", str(EPOCHS)).replace("OPTIMIZERS", repr(optimizers)).replace("FUSED", repr(fused))
 
 
 def load(storage: str) -> optuna.Study | None:
@@ -80,7 +84,8 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")  # this process judges staleness by the same grace
     storage = f"sqlite:///{tmp_path / 'resume.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'resume.log'}"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if tracked else "off"
-    (tmp_path / "study.py").write_text(STUDY.replace("EPOCHS", str(EPOCHS)))
+    # one trial at a time, so that one trial has finished while another runs when the kill lands
+    (tmp_path / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
@@ -151,6 +156,49 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     status = {int(r.data.tags["autoopt.trial"]): r.info.status for r in children if r is not dead}
     assert status == {n: RUN_STATUS[outcome] for n, outcome in trained.items()}
     assert parent.data.metrics["trials"] == len(trained) and parent.data.metrics["trials_killed"] == 1
+
+
+@pytest.mark.slow
+def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, monkeypatch):
+    """The default study trains the portfolio entries queued together in one fused pass, so a kill lands
+    on all of them at once: each is failed and queued again once, and the re-runs train together."""
+    monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")
+    storage = f"sqlite:///{tmp_path / 'resume.db'}"
+    (tmp_path / "study.py").write_text(study_script(["sgd", "adam", "momentum"], fused=None))
+    env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
+           "AUTOOPT_HEARTBEAT_SECONDS": "1"}
+    command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def group_mid_training():
+            running = [t for t in trials(storage) if t.state == TrialState.RUNNING
+                       and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
+            return running if len(running) == 3 else None
+
+        killed = poll(group_mid_training, timeout=120)
+        assert killed, f"the group never trained: {first.poll()}"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    numbers = sorted(t.number for t in killed)
+    assert poll(lambda: sorted(t.number for t in stale_trials(load(storage))) == numbers or None, timeout=30)
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = trials(storage)
+    by_number = {t.number: t for t in after}
+    assert [by_number[n].state for n in numbers] == [TrialState.FAIL] * 3
+    reruns = {t.user_attrs[RETRY_OF]: t for t in after if RETRY_OF in t.user_attrs}
+    assert sorted(reruns) == numbers  # each member once
+    for number, rerun in reruns.items():
+        assert rerun.state == TrialState.COMPLETE and rerun.params == by_number[number].params
+        assert rerun.user_attrs[search.GROUP_SIZE_ATTR] == 3  # trained together again
+        assert len(rerun.intermediate_values) == EPOCHS
+    assert [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)] == []
+    assert recover_stale_trials(load(storage)) == []
 
 
 TIMED = """
