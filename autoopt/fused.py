@@ -41,6 +41,15 @@ CPU_MEMORY_SHARE = 0.5
 CUDA_MEMORY_SHARE = 0.8
 
 
+#: Devices where a study fuses by default (``fused=None``). Not the CPU: there a default study's groups
+#: (3-8 portfolio entries, Muon among them) trained no faster fused than one by one (0.7-1.1x the
+#: wall time of the same studies, benchmarks/wall_overhead.py --fused both, 2026-12-02): the members'
+#: own optimizer steps, Muon's above all, cost what they cost alone, and vmap's overhead eats the
+#: shared pass's saving at these sizes. On a GPU a small model's steps are bound by kernel launches,
+#: which fusing shares (HFTA, Wang et al., MLSys 2021). ``fused=True`` fuses on any device.
+DEFAULT_DEVICES = frozenset({"cuda"})
+
+
 #: The torch implementation each optimizer class is stepped with in a fused pass, where torch has a
 #: faster one than the default for-loop on CPU: the same update rule in fewer kernel calls, so only
 #: the last bits of rounding may differ (tests/test_fused.py holds every optimizer to the sequential

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import fused as fused_module
 from . import search
 from .config import SMALL_MODEL, StudyConfig
 from .data import prepare_data
 from .device import select_device
-from .fused import why_not_fused
 from .objective import Objective
 from .recommend import format_bytes, recommend
 from .records import Candidate, Measurement, TrialRecord
@@ -208,7 +208,9 @@ def _decide_fusing(config: StudyConfig, setup: TrainingSetup, specs: list[Optimi
     here, before any training, and the automatic choice says in one line why it does not fuse."""
     if config.fused is False or not in_process:
         return False
-    problem = why_not_fused(setup, specs)
+    if config.fused is None and setup.device.type not in fused_module.DEFAULT_DEVICES:
+        return False  # measured no faster there (fused.DEFAULT_DEVICES)
+    problem = fused_module.why_not_fused(setup, specs)
     if problem is None:
         return True
     if config.fused:

@@ -80,3 +80,28 @@ def test_tune_takes_a_precision_on_cuda(blobs):
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam"], n_trials=2, epochs=2, reevaluate_top=0,
                           device="cuda", precision="bf16", tracking=False, verbose=False)
     assert report.recommendation.optimizer == "adam"
+
+
+def test_every_optimizer_fused_on_cuda_matches_its_sequential_run(blobs):
+    from autoopt.fused import train_fused
+    from autoopt.registry import list_optimizers
+
+    model = mlp(4, 3)
+    split = prepare_data(blobs, device=CUDA)
+    setup = TrainingSetup(model.to(CUDA), split, infer_task(model, split), CUDA, 2, 16, 0)
+    members = [(get_spec(n), Candidate(n, dict(get_spec(n).defaults))) for n in list_optimizers()]
+    fused = train_fused(setup, members, 0)
+    for (spec, candidate), f in zip(members, fused):
+        s = train_candidate(setup, spec, candidate, 0)
+        assert f.outcome == s.outcome and f.steps == s.steps, spec.name
+        assert f.val_losses == pytest.approx(s.val_losses, rel=1e-3, abs=1e-5), spec.name
+        assert f.optimizer_state_bytes == s.optimizer_state_bytes, spec.name
+
+
+def test_a_default_study_on_cuda_trains_its_portfolio_entries_in_one_fused_pass(blobs):
+    from autoopt.search import GROUP_SIZE_ATTR
+
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum", "sgd"], epochs=2, budget=3,
+                          device="cuda", tracking=False, verbose=False)
+    assert [t.user_attrs.get(GROUP_SIZE_ATTR) for t in report.study.trials] == [3, 3, 3]
+    assert report.wall_cost > 0 and report.cost == 3

@@ -6,6 +6,7 @@ import pytest
 from torch import nn
 
 import autoopt
+from autoopt import fused as fused_module
 from autoopt.search import GROUP_SIZE_ATTR
 from autoopt.strategy import halving_plan
 from conftest import mlp
@@ -27,7 +28,7 @@ def same_trials(fused, alone) -> None:
 
 def test_the_portfolio_entries_queued_together_train_in_one_pass_as_they_would_one_by_one(blobs):
     common = dict(optimizers=["adam", "momentum", "sgd"], epochs=3, budget=3, **FAST)
-    fused = autoopt.tune(mlp(4, 3), blobs, **common)
+    fused = autoopt.tune(mlp(4, 3), blobs, fused=True, **common)
     alone = autoopt.tune(mlp(4, 3), blobs, fused=False, **common)
     assert len(fused.trials) == 3 and set(fused.trials["purpose"]) == {"portfolio"}
     assert together(fused) == {0: 3, 1: 3, 2: 3} and together(alone) == {}
@@ -40,7 +41,7 @@ def test_the_portfolio_entries_queued_together_train_in_one_pass_as_they_would_o
 
 def test_a_small_budget_races_the_portfolio_in_one_fused_pass_with_the_same_rungs(blobs):
     common = dict(epochs=9, budget=2.5, **FAST)
-    fused = autoopt.tune(mlp(4, 3), blobs, **common)
+    fused = autoopt.tune(mlp(4, 3), blobs, fused=True, **common)
     alone = autoopt.tune(mlp(4, 3), blobs, fused=False, **common)
     n = len(fused.trials)
     sizes, rungs, _ = halving_plan(n, 9, 3)
@@ -50,7 +51,14 @@ def test_a_small_budget_races_the_portfolio_in_one_fused_pass_with_the_same_rung
     same_trials(fused, alone)
 
 
-def test_a_model_that_cannot_be_fused_trains_one_by_one_and_says_why(blobs, capsys):
+def test_by_default_a_study_on_the_cpu_trains_one_by_one(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum", "sgd"], epochs=2, budget=3, **FAST)
+    assert len(report.trials) == 3 and together(report) == {}
+
+
+def test_where_fusing_is_the_default_a_model_that_cannot_be_fused_trains_one_by_one_and_says_why(
+        blobs, capsys, monkeypatch):
+    monkeypatch.setattr(fused_module, "DEFAULT_DEVICES", frozenset({"cpu"}))  # as on a GPU
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
     report = autoopt.tune(model, blobs, optimizers=["adam", "sgd"], epochs=1, budget=2, batch_size=32,
                           tracking=False, verbose=True)
@@ -72,7 +80,7 @@ def test_fused_true_with_worker_processes_is_an_error_naming_both():
         StudyConfig(fused=True, n_jobs=2)
 
 
-def test_a_search_space_with_training_settings_trains_one_by_one(blobs):
-    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], epochs=2, budget=2,
-                          space={"*": {"schedule": ["constant", "cosine"]}}, **FAST)
-    assert together(report) == {} and len(report.trials) >= 2
+def test_a_search_space_with_training_settings_cannot_be_fused(blobs):
+    with pytest.raises(ValueError, match=r"fused=True, but .* training settings \(schedule\)"):
+        autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], epochs=2, budget=2, fused=True,
+                     space={"*": {"schedule": ["constant", "cosine"]}}, **FAST)

@@ -160,11 +160,11 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
 
 @pytest.mark.slow
 def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, monkeypatch):
-    """The default study trains the portfolio entries queued together in one fused pass, so a kill lands
-    on all of them at once: each is failed and queued again once, and the re-runs train together."""
+    """A fused study trains the portfolio entries queued together in one pass, so a kill lands on all of
+    them at once: each is failed and queued again once, and the re-runs train together."""
     monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")
     storage = f"sqlite:///{tmp_path / 'resume.db'}"
-    (tmp_path / "study.py").write_text(study_script(["sgd", "adam", "momentum"], fused=None))
+    (tmp_path / "study.py").write_text(study_script(["sgd", "adam", "momentum"], fused=True))
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
