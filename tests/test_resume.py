@@ -26,11 +26,13 @@ from autoopt import search
 from autoopt.storage import RETRY_OF, open_storage, recover_stale_trials, stale_trials
 from conftest import poll
 
-# about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run
+# about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run, and
+# the poll below (each look opens the storage) sees it mid-trial (with 1200 samples, a trial took 0.9 s on
+# one machine and the poll missed it)
 STUDY = """
 import sys, torch, autoopt
 g = torch.Generator().manual_seed(0)
-X = torch.randn(1200, 8, generator=g)
+X = torch.randn(3600, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
