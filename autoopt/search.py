@@ -206,7 +206,7 @@ def make_objective(
     measured = objective  # the name ``objective`` is Optuna's function below
 
     def objective(trial: optuna.Trial) -> float:
-        with journal_heartbeat(trial):
+        with trial_heartbeat(trial):
             return run_objective(trial)
 
     def run_objective(trial: optuna.Trial) -> float:
@@ -281,6 +281,10 @@ def _end_trial(trial: optuna.Trial, measurement: Measurement, measured: Objectiv
     return TrialState.COMPLETE, measured.final(measurement)
 
 
+#: The user attribute of a trial trained in a group by ``run_together``: how many trained together.
+GROUP_SIZE_ATTR = "trained_together"
+
+
 def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_group: TrainGroup, seed: int,
                  space: str, *, n: int, max_size: int, purposes: frozenset[str],
                  objective: Objective = VAL_LOSS, deadline: float | None = None) -> None:
@@ -307,7 +311,7 @@ def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_grou
                 if member is None:
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
-                beats.enter_context(journal_heartbeat(trial, asked=True))
+                beats.enter_context(trial_heartbeat(trial, asked=True))
                 members.append((trial, member))
             if not members:
                 if _next_waiting(study) is None:
@@ -337,13 +341,12 @@ def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_grou
             _CLOCKS[study.study_name].save(study)
 
 
-#: The user attribute of a trial trained in a group by ``run_together``: how many trained together.
-GROUP_SIZE_ATTR = "trained_together"
-
-
 def _tell(study: optuna.Study, trial: optuna.Trial, measurement: Measurement, objective: Objective) -> None:
     state, value = _end_trial(trial, measurement, objective)
-    study.tell(trial, value, state=state) if state == TrialState.COMPLETE else study.tell(trial, state=state)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value, state=state)
+    else:
+        study.tell(trial, state=state)  # a pruned trial keeps its last reported value, as in optimize
 
 
 def _next_waiting(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -353,7 +356,7 @@ def _next_waiting(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 @contextlib.contextmanager
-def journal_heartbeat(trial: optuna.Trial, *, asked: bool = False) -> Iterator[None]:
+def trial_heartbeat(trial: optuna.Trial, *, asked: bool = False) -> Iterator[None]:
     """While the trial runs, beat every heartbeat_seconds() in a system attribute (journal storages).
 
     Optuna keeps heartbeats only in RDB storages (sqlite, PostgreSQL), and only for trials that

@@ -1,8 +1,8 @@
 """Where a study lives, and what keeps it whole across processes: storages, heartbeats, locks.
 
 ``open_storage`` turns a URL, ``journal:PATH`` or a journal file into an Optuna storage (with
-Optuna's heartbeat on RDB storages; ``search.journal_heartbeat`` keeps the equivalent on journal
-files). A trial whose heartbeat stopped died with its process: ``recover_stale_trials`` marks it
+Optuna's heartbeat on RDB storages; ``search.trial_heartbeat`` keeps the equivalent on journal
+files, and on RDB storages for trials taken with ``study.ask()``). A trial whose heartbeat stopped died with its process: ``recover_stale_trials`` marks it
 failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
 whichever process gets there first (a PostgreSQL advisory lock, a file lock beside a sqlite or journal
 file, a process lock in memory), and ``enqueue_once`` uses it so that each portfolio entry, line-search

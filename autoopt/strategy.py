@@ -20,6 +20,10 @@ that gave 64% mean regret at 2 TRE against 151% for training entries one by one,
 4. Optionally, **re-evaluation** of the best configurations on extra seeds (``reevaluate_top``; off by
    default: on the dev fold, for real on held-out seeds, it raised mean regret at 10 and 20 TRE).
 
+Where the study fuses (``fused=True``, or by default on CUDA), the trials queued together, the
+portfolio's entries, a halving race or re-runs of one seed, train in one fused pass (``autoopt.fused``),
+each still its own trial; line-search steps and TPE trials, which wait on the one before, train alone.
+
 The recommendation (``recommend.py``) then compares configurations by their loss averaged with their
 learning-rate neighbours', which guards longer searches against a lucky single-seed loss.
 
@@ -43,6 +47,7 @@ import pandas as pd
 
 from . import search
 from .config import StudyConfig
+from .fused import FusedInterrupted, GroupStop, max_group_size, train_fused
 from .objective import VAL_LOSS, Objective
 from .portfolio import portfolio_candidates
 from .progress import ProgressBar
@@ -50,7 +55,6 @@ from .records import Candidate, EpochRecord, Measurement, TrialRecord
 from .registry import OptimizerSpec
 from .results import trials_table
 from .tracking import Tracker
-from .fused import FusedInterrupted, GroupStop, max_group_size, train_fused
 from .training import TrainingInterrupted, TrainingSetup, measure_bare_epoch, train_candidate
 from .workers import run_forked
 
@@ -327,7 +331,6 @@ class Rendezvous:
                 self._cond.notify_all()
                 return True
             return False
-
 
     def group_stop(self, objective: Objective) -> GroupStop:
         """The rungs for runs trained in one fused pass, where every member's epoch ends at once: at a
