@@ -47,6 +47,22 @@ def study_script(optimizers: list[str], fused: bool | None) -> str:
     return STUDY.replace("EPOCHS", str(EPOCHS)).replace("OPTIMIZERS", repr(optimizers)).replace("FUSED", repr(fused))
 
 
+def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment):
+    """Start ``command``, SIGKILL it as soon as ``moment()`` returns something, and return that."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        found = poll(moment, timeout=120)
+        ended = process.poll()
+        assert found, f"the moment never came: {ended} {process.stderr.read().decode()[-2000:] if ended is not None else ''}"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        return found
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def load(storage: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name="resume", storage=open_storage(storage))
@@ -91,26 +107,17 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        def running_after_a_finished_one():
-            now = trials(storage)
-            done = [t for t in now if t.state.is_finished()]
-            # mid-trial: it has reported epochs and has many left, so it is still running when the kill lands
-            running = [t for t in now if t.state == TrialState.RUNNING
-                       and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
-            if not (done and running and (not tracked or live_run_of(tracking_uri, running[0].number))):
-                return None  # (and its MLflow run exists, RUNNING)
-            return done, running[0]
+    def running_after_a_finished_one():
+        now = trials(storage)
+        done = [t for t in now if t.state.is_finished()]
+        # mid-trial: it has reported epochs and has many left, so it is still running when the kill lands
+        running = [t for t in now if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
+        if not (done and running and (not tracked or live_run_of(tracking_uri, running[0].number))):
+            return None  # (and its MLflow run exists, RUNNING)
+        return done, running[0]
 
-        found = poll(running_after_a_finished_one, timeout=120)
-        assert found, f"no trial was ever running: {first.poll()} {first.stderr.read().decode()[-2000:] if first.poll() is not None else ''}"
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+    found = kill_9_when(command, tmp_path, env, running_after_a_finished_one)
     before = {t.number: (t.state, t.params, t.value) for t in trials(storage) if t.state.is_finished()}
     killed = next(t for t in trials(storage) if t.number == found[1].number)
     assert killed.state == TrialState.RUNNING
@@ -170,21 +177,12 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        def group_mid_training():
-            running = [t for t in trials(storage) if t.state == TrialState.RUNNING
-                       and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
-            return running if len(running) == 3 else None
+    def group_mid_training():
+        running = [t for t in trials(storage) if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
+        return running if len(running) == 3 else None
 
-        killed = poll(group_mid_training, timeout=120)
-        assert killed, f"the group never trained: {first.poll()}"
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+    killed = kill_9_when(command, tmp_path, env, group_mid_training)
     numbers = sorted(t.number for t in killed)
     assert poll(lambda: sorted(t.number for t in stale_trials(load(storage))) == numbers or None, timeout=30)
 
