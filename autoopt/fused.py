@@ -214,8 +214,7 @@ class _FusedRun:
         self.stack = StackedModel(model, len(members))
         self.members = [
             _Member(spec, candidate, callback, spec.build(params, {
-                **split_params(candidate.params)[0],
-                **(_implementation(spec, candidate.params, self.device) if fast_optimizers else {})
+                **candidate.params, **(_implementation(spec, candidate.params, self.device) if fast_optimizers else {})
             }), params)
             for (spec, candidate), callback, params in zip(members, callbacks, self.stack.leaves)
         ]
@@ -343,14 +342,12 @@ class _FusedRun:
                 continue
             ended.append(row)
             self._finish(member)
-        if self.group_stop is not None:
-            index = {id(m): i for i, m in enumerate(self.members)}
-            going_on = {index[id(self.alive[r])]: self.alive[r].measurement.epochs[-1]
-                        for r in range(len(self.alive)) if r not in ended}
+        if self.group_stop is not None:  # members compare by identity: index() finds each one's position
+            going_on = {self.members.index(m): m.measurement.epochs[-1] for r, m in enumerate(self.alive)
+                        if r not in ended}
             stopped = self.group_stop(epoch, going_on) if going_on else set()
-            for row in range(len(self.alive)):
-                member = self.alive[row]
-                if row not in ended and index[id(member)] in stopped:
+            for row, member in enumerate(self.alive):
+                if row not in ended and self.members.index(member) in stopped:
                     member.measurement.outcome = "pruned" if epoch < setup.epochs else "completed"
                     ended.append(row)
                     self._finish(member)
