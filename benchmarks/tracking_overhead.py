@@ -15,7 +15,7 @@ Targets (issue 10): tracked / untracked <= 1.05 on a ~30 s study, and at most +1
 
     python benchmarks/tracking_overhead.py --preset 5s --store both
     python benchmarks/tracking_overhead.py --preset 30s --store both
-    python benchmarks/tracking_overhead.py --transports     # the writer thread vs MLflow's async logging
+    python benchmarks/tracking_overhead.py --transports     # the recorder process vs MLflow's async logging
 """
 
 from __future__ import annotations
@@ -66,10 +66,14 @@ SERVER_PIDS: list[int] = []  # the local server's process group, whose CPU time 
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process (every thread) plus the local server's processes: unlike wall time,
-    barely moved by other jobs on a shared machine, so it shows what tracking itself costs."""
+    """CPU time of this process (every thread), of autoopt's MLflow recorder process and of the local
+    server's processes: unlike wall time, barely moved by other jobs on a shared machine, so it shows
+    what tracking itself costs."""
+    from autoopt import mlflow_writer
+
     total = time.process_time()
-    for pid in SERVER_PIDS:
+    recorder = [mlflow_writer._RECORDER.process.pid] if mlflow_writer._RECORDER is not None else []
+    for pid in SERVER_PIDS + recorder:
         for child in [pid, *_children(pid)]:
             try:
                 fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
@@ -126,7 +130,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 
 def measure(data, args, uri: str, label: str) -> dict[str, float]:
-    times: dict[str, list[float]] = {"off": [], "on": [], "recorded": [], "cpu-off": [], "cpu-on": []}
+    times: dict[str, list[float]] = {"off": [], "on": [], "recorded": [], "cpu-off": [], "cpu-on": [],
+                                     "train-off": [], "train-on": []}
     for pair in range(args.pairs):
         order = ("off", "on") if pair % 2 == 0 else ("on", "off")
         for mode in order:
@@ -136,6 +141,7 @@ def measure(data, args, uri: str, label: str) -> dict[str, float]:
                                                  name=f"bench-{label}-{mode}-{pair}-{time.time():.0f}")
             times[mode].append(returned)
             times[f"cpu-{mode}"].append(report.cpu_seconds)
+            times[f"train-{mode}"].append(float(report.trials["seconds"].sum()))
             if mode == "on":
                 times["recorded"].append(recorded)
             print(f"  [{label}] pair {pair + 1}/{args.pairs} tracking {mode:>3}: {returned:6.2f} s, "
@@ -144,23 +150,26 @@ def measure(data, args, uri: str, label: str) -> dict[str, float]:
     off, on, rec, cpu_off, cpu_on = (statistics.median(times[k]) for k in ("off", "on", "recorded", "cpu-off", "cpu-on"))
     ratios = [b / a for a, b in zip(times["off"], times["on"])]
     paired = statistics.median(ratios)
+    # the trials' own training seconds: what a writer sharing the study's process would slow down
+    train = statistics.median(b / a for a, b in zip(times["train-off"], times["train-on"]))
     print(f"[{label}] median off {off:.2f} s, on {on:.2f} s: ratio {on / off:.3f}, paired {paired:.3f} "
           f"({on - off:+.2f} s; per-pair "
           f"{', '.join(f'{r:.3f}' for r in ratios)}); all recorded {rec:.2f} s ({rec - off:+.2f} s); "
           f"CPU {cpu_off:.2f} s off, {cpu_on:.2f} s on (ratio {cpu_on / cpu_off:.3f}, {cpu_on - cpu_off:+.2f} s, "
-          "charts included)")
-    return {"off": off, "on": on, "recorded": rec, "cpu_off": cpu_off, "cpu_on": cpu_on, "paired": paired}
+          f"charts included); the trials' training seconds on / off {train:.3f} (paired)")
+    return {"off": off, "on": on, "recorded": rec, "cpu_off": cpu_off, "cpu_on": cpu_on, "paired": paired,
+            "train": train}
 
 
 def compare_transports(folder: Path, runs: int = 20, epochs: int = 5) -> None:
     """How long a training thread is blocked by 20 runs x 5 epochs of logging: plain MLflow calls,
-    MLflow's asynchronous logging (``synchronous=False``), and autoopt's writer thread."""
-    import threading
-
+    MLflow's asynchronous logging (``synchronous=False``), and autoopt's recorder process."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from autoopt.mlflow_writer import Writer
+    from autoopt.mlflow_tracker import MlflowTracker
+    from autoopt.mlflow_writer import wait_for_background
+    from autoopt.records import Candidate, EpochRecord, Measurement, TrialRecord
 
     uri = f"sqlite:///{folder / 'transports.db'}"
     client = MlflowClient(uri)
@@ -170,31 +179,33 @@ def compare_transports(folder: Path, runs: int = 20, epochs: int = 5) -> None:
     def metrics(e: int) -> list[Metric]:
         return [Metric(k, 1.0 / e, int(time.time() * 1000), e) for k in ("val_loss", "train_loss", "epoch_seconds")]
 
-    for mode in ("plain", "mlflow-async", "writer-thread"):
-        experiment = client.create_experiment(f"transport-{mode}-{time.time()}")
-        writer = Writer(client, uri) if mode == "writer-thread" else None
-        done = threading.Event()
+    for mode in ("plain", "mlflow-async", "autoopt-recorder"):
         blocked, start = 0.0, time.perf_counter()
-        for _ in range(runs):
-            if writer is not None:
-                box: dict[str, str] = {}
+        if mode == "autoopt-recorder":
+            tracker = MlflowTracker(tracking_uri=uri)
+            tracker.start_study(f"transport-{mode}-{time.time()}", {})
+            start = time.perf_counter()
+            for number in range(runs):
+                records = [EpochRecord(e, 1.0 / e, 1.2 / e, 0.5, 0.01, 0.01 * e) for e in range(1, epochs + 1)]
                 t = time.perf_counter()
-                writer.submit(lambda box=box: box.__setitem__("id", client.create_run(experiment).info.run_id))
-                for e in range(1, epochs + 1):
-                    writer.submit(lambda e=e, box=box: client.log_batch(box["id"], metrics=metrics(e)))
-                writer.submit(lambda box=box: client.set_terminated(box["id"], "FINISHED"))
+                tracker.start_trial(number, Candidate("sgd", {"lr": 0.1}), "sgd", 0, "search")
+                for record in records:
+                    tracker.log_epoch(number, record)
+                tracker.end_trial(TrialRecord(number, Candidate("sgd", {"lr": 0.1}), "sgd", 0, "search",
+                                              Measurement("completed", records, steps=4 * epochs, seconds=0.05)))
                 blocked += time.perf_counter() - t
-                continue
-            t = time.perf_counter()
-            run_id = client.create_run(experiment).info.run_id
-            for e in range(1, epochs + 1):
-                client.log_batch(run_id, metrics=metrics(e), synchronous=mode == "plain")
-            client.set_terminated(run_id, "FINISHED")
-            blocked += time.perf_counter() - t
-        if writer is not None:
-            writer.submit(done.set)
-            writer.finish()
-        print(f"transport {mode:>13}: training thread blocked {blocked:6.3f} s; all written after "
+            tracker.close()
+            wait_for_background(120)
+        else:
+            experiment = client.create_experiment(f"transport-{mode}-{time.time()}")
+            for _ in range(runs):
+                t = time.perf_counter()
+                run_id = client.create_run(experiment).info.run_id
+                for e in range(1, epochs + 1):
+                    client.log_batch(run_id, metrics=metrics(e), synchronous=mode == "plain")
+                client.set_terminated(run_id, "FINISHED")
+                blocked += time.perf_counter() - t
+        print(f"transport {mode:>16}: training thread blocked {blocked:6.3f} s; all written after "
               f"{time.perf_counter() - start:5.2f} s ({runs} runs x {epochs} epochs, sqlite)")
 
 
@@ -257,7 +268,7 @@ def main() -> None:
                    else f"extra {extra:+.2f} s <= 1.5 s: {'met' if extra <= 1.5 else 'NOT met'}")
         print(f"target [{label}, {r['off']:.1f} s study]: {verdict} (tune() until the report; all recorded "
               f"{r['recorded'] - r['off']:+.2f} s); in CPU time: ratio {r['cpu_on'] / r['cpu_off']:.3f}, "
-              f"{r['cpu_on'] - r['cpu_off']:+.2f} s; load average now {os.getloadavg()[0]:.1f}")
+              f"{r['cpu_on'] - r['cpu_off']:+.2f} s; training seconds {r['train']:.3f}; load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

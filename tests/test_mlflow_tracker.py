@@ -238,6 +238,58 @@ def test_the_default_store_is_mlflow_db_in_the_working_directory(blobs, tmp_path
     assert sorted(_by_number(_children(client, report.parent_run_id))) == _trained_numbers(report.trials)
 
 
+def test_a_killed_recorder_process_costs_no_training_and_sync_writes_what_it_missed(blobs, tmp_path):
+    """The recorder (the process that makes the MLflow calls) SIGKILLed mid-study: training goes on,
+    one warning says so, and the next tune() of this process starts a new recorder."""
+    from autoopt import mlflow_writer
+
+    storage, uri = f"sqlite:///{tmp_path / 'study.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    steps = []
+
+    class KillsTheRecorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(4, 3)
+
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                steps.append(1)
+                if len(steps) == 25:  # a few trials in (3 steps an epoch)
+                    os.kill(mlflow_writer._RECORDER.process.pid, signal.SIGKILL)
+            return self.net(x)
+
+    settings = dict(optimizers=["sgd", "adam"], seeds=1, pruner="none", refine_lr=False, storage=storage,
+                    study_name="cut", tracking_uri=uri, n_trials=6, **TINY)
+    with pytest.warns(TrackingWarning, match="recorder process exited"):
+        report = autoopt.tune(KillsTheRecorder(), blobs, **settings)
+    assert len(report.trials) == 6 and (report.trials["outcome"] == "completed").all()
+    assert cli.main(["sync", "cut", "--storage", storage]) == 0
+    client = MlflowClient(uri)
+    runs = _by_number(_children(client, report.parent_run_id))
+    assert sorted(runs) == list(range(6)) and all(r.info.status == "FINISHED" for r in runs.values())
+    assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= ARTIFACTS
+    again = autoopt.tune(mlp(4, 3), blobs, **{**settings, "n_trials": 7})  # a new recorder, the same parent
+    assert wait_for_background(60)
+    assert again.parent_run_id == report.parent_run_id
+    assert sorted(_by_number(_children(client, again.parent_run_id))) == list(range(7))
+
+
+def test_studies_of_one_process_in_different_folders_each_get_their_own_default_store(blobs, tmp_path, monkeypatch):
+    """One recorder serves every study of a process: a relative store is the study's folder's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    parents = {}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd"], n_trials=2, seeds=1, study_name=folder, **TINY)
+        parents[folder] = report.parent_run_id
+    assert wait_for_background(60)
+    for folder, parent in parents.items():
+        client = MlflowClient(f"sqlite:///{tmp_path / folder / 'mlflow.db'}")
+        assert len(_children(client, parent)) == 2
+        assert {a.path for a in client.list_artifacts(parent)} >= ARTIFACTS
+
+
 # --- one study on the server: what the UI shows -----------------------------------------------------------
 
 def test_the_best_of_optimizer_filter_gives_one_run_per_optimizer_that_trained(tracked):

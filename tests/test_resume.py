@@ -47,13 +47,36 @@ def study_script(optimizers: list[str], fused: bool | None) -> str:
     return STUDY.replace("EPOCHS", str(EPOCHS)).replace("OPTIMIZERS", repr(optimizers)).replace("FUSED", repr(fused))
 
 
-def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment):
-    """Start ``command``, SIGKILL it as soon as ``moment()`` returns something, and return that."""
+def recorder_pids(pid: int) -> list[int]:
+    """The MLflow recorder processes the process ``pid`` started (Linux's /proc; [] elsewhere)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                if b"mlflow_writer import serve" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:  # it ended meanwhile
+                pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, recorders: list[int] | None = None):
+    """Start ``command``, SIGKILL it as soon as ``moment()`` returns something, and return that;
+    ``recorders`` gets the pids of the MLflow recorder processes it had started."""
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         found = poll(moment, timeout=120)
         ended = process.poll()
         assert found, f"the moment never came: {ended} {process.stderr.read().decode()[-2000:] if ended is not None else ''}"
+        if recorders is not None:
+            recorders.extend(recorder_pids(process.pid))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         return found
@@ -117,7 +140,11 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
             return None  # (and its MLflow run exists, RUNNING)
         return done, running[0]
 
-    found = kill_9_when(command, tmp_path, env, running_after_a_finished_one)
+    recorders: list[int] = []
+    found = kill_9_when(command, tmp_path, env, running_after_a_finished_one, recorders)
+    if tracked and Path("/proc").is_dir():  # its MLflow recorder saw the pipe close without a goodbye: gone too
+        assert len(recorders) == 1
+        assert poll(lambda: not alive(recorders[0]), timeout=30)
     before = {t.number: (t.state, t.params, t.value) for t in trials(storage) if t.state.is_finished()}
     killed = next(t for t in trials(storage) if t.number == found[1].number)
     assert killed.state == TrialState.RUNNING
