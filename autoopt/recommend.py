@@ -34,14 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .objective import VAL_LOSS, Objective
-from .registry import get_spec
+
+if TYPE_CHECKING:  # torch and the registry are imported where used: the MLflow recorder process
+    import torch  # unpickles recommendations and draws charts without them (180 MB, 1 s less)
 
 POLICIES = ("default", "loss", "speed", "memory")
 CRITERIA = ("loss", "speed", "memory")
@@ -99,6 +100,8 @@ class Recommendation:
 
     def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
         """The recommended torch optimizer over ``params``: ``opt = rec.build(model.parameters())``."""
+        from .registry import get_spec
+
         return get_spec(self.optimizer).build(params, self.params)
 
     @property
@@ -128,6 +131,10 @@ class Recommendation:
 
     def constructor(self) -> str:
         """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
+        import torch
+
+        from .registry import get_spec
+
         spec = get_spec(self.optimizer)
         cls = spec.optimizer_class
         name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
