@@ -323,7 +323,9 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         policy=policy if isinstance(policy, str) else "weights " + str(dict(policy)),
         trial_numbers=list(chosen["trial_numbers"]),
     )
-    rec.explanation = explain(rec, configs, trials, tolerance, objective) + note
+    lines = explain(rec, configs, trials, tolerance, objective).split("\n")
+    lines[2:2] = [passed_over(pool, chosen, objective)] if passed_over(pool, chosen, objective) else []
+    rec.explanation = "\n".join(lines) + note
     settings = rec.training_settings
     if not settings.is_default:  # one line of code for each training setting the choice includes
         rec.explanation += "\nWith its training settings:\n" + "\n".join(
@@ -373,6 +375,29 @@ def _reason(policy: str, objective: Objective) -> str:
     return (reason.replace("the lowest mean validation loss", f"the best mean {objective.describe()}")
             .replace("the best loss", f"the best {objective.name}")
             .replace("the lowest weighted score (", f"the lowest weighted score, {objective.name} as loss ("))
+
+
+def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
+    """A line naming the configuration with the best unsmoothed loss when the learning-rate smoothing
+    ranked it below ``chosen`` (else ""): a user comparing runs sees that lower loss and asks why.
+
+    >>> t = pd.DataFrame({"optimizer": ["adam"] * 2, "params": [{"lr": 0.05}, {"lr": 0.03}],
+    ...                   "score": [0.09, 0.10], "selection": [0.11, 0.10], "val_loss": [0.09, 0.10]})
+    >>> passed_over(t, t.iloc[1]).split(":")[0]
+    'Passed over'
+    """
+    if pool.empty or "selection" not in pool:
+        return ""
+    lowest = pool.loc[pool["score"].idxmin()]
+    if lowest.name == chosen.name or not lowest["selection"] > chosen["selection"]:
+        return ""
+    by_loss = objective.name == VAL_LOSS.name
+    what, value = ("validation loss", lowest["val_loss"]) if by_loss else (objective.name, lowest["objective"])
+    numbers = (f": averaged with theirs it scores {lowest['selection']:.4g}, the choice {chosen['selection']:.4g}"
+               if by_loss else "")
+    return (f"Passed over: {lowest['optimizer']} ({format_params(lowest['params'])}) has the best single {what}, "
+            f"{value:.4g}, but its learning-rate neighbours trained worse{numbers} (a low loss between worse "
+            "neighbours is often a lucky seed).")
 
 
 def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,

@@ -60,6 +60,23 @@ def test_a_lucky_single_seed_loses_to_a_reevaluated_config():
     assert rec.optimizer == "adam"
 
 
+def test_a_lowest_loss_between_worse_learning_rate_neighbours_is_passed_over_and_the_explanation_says_why():
+    rec = recommend(table(
+        ("adam", 0.0464, 0, "completed", 0.093, 1.0),  # the lowest single loss ...
+        ("adam", 0.1, 0, "completed", 0.188, 1.0), ("adam", 0.0215, 0, "completed", 0.120, 1.0),  # ... its neighbours
+        ("adam", 0.0277, 0, "completed", 0.107, 1.0),  # no neighbour trained
+    ))
+    assert rec.params == {"lr": 0.0277}
+    lines = rec.explanation.splitlines()
+    assert lines[2].startswith("Passed over: adam (lr=0.0464) has the best single validation loss, 0.093")
+    assert "scores 0.1133, the choice 0.107" in lines[2]  # 0.093/2 + mean(0.093, 0.188, 0.120)/2
+
+
+def test_no_passed_over_line_when_the_lowest_loss_is_chosen():
+    rec = recommend(table(("adam", 1e-3, 0, "completed", 0.50, 2.0), ("sgd", 0.1, 0, "completed", 0.60, 1.0)))
+    assert "Passed over" not in rec.explanation
+
+
 def test_pruned_trials_are_not_candidates():
     rec = recommend(table(("sgd", 0.1, 0, "pruned", 0.1, 1.0), ("adam", 1e-3, 0, "completed", 0.5, 1.0)))
     assert rec.optimizer == "adam"
