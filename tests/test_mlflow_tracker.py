@@ -161,6 +161,26 @@ def _record(number: int | None, optimizer: str = "sgd", outcome: str = "complete
                        Measurement(outcome, records, steps=4 * epochs, seconds=0.01 * epochs))
 
 
+def _mlp_that_calls(action, at_step: int = 25) -> torch.nn.Module:
+    """A 4-16-3 MLP that runs ``action()`` at its ``at_step``-th training forward pass (a few trials in,
+    at 3 steps an epoch): the moment a test makes something go away mid-study."""
+    steps = []  # shared by tune()'s deep copies of the model
+
+    class CallsMidStudy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(4, 3)
+
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                steps.append(1)
+                if len(steps) == at_step:
+                    action()
+            return self.net(x)
+
+    return CallsMidStudy()
+
+
 @pytest.fixture(scope="module")
 def exotic_optimizers():
     """Optimizers that always diverge and always fail, so that every outcome has a trial."""
@@ -244,24 +264,11 @@ def test_a_killed_recorder_process_costs_no_training_and_sync_writes_what_it_mis
     from autoopt import mlflow_writer
 
     storage, uri = f"sqlite:///{tmp_path / 'study.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    steps = []
-
-    class KillsTheRecorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = mlp(4, 3)
-
-        def forward(self, x):
-            if torch.is_grad_enabled():
-                steps.append(1)
-                if len(steps) == 25:  # a few trials in (3 steps an epoch)
-                    os.kill(mlflow_writer._RECORDER.process.pid, signal.SIGKILL)
-            return self.net(x)
-
+    kills_the_recorder = _mlp_that_calls(lambda: os.kill(mlflow_writer._RECORDER.process.pid, signal.SIGKILL))
     settings = dict(optimizers=["sgd", "adam"], seeds=1, pruner="none", refine_lr=False, storage=storage,
                     study_name="cut", tracking_uri=uri, n_trials=6, **TINY)
     with pytest.warns(TrackingWarning) as caught:
-        report = autoopt.tune(KillsTheRecorder(), blobs, **settings)
+        report = autoopt.tune(kills_the_recorder, blobs, **settings)
     assert len(report.trials) == 6 and (report.trials["outcome"] == "completed").all()
     messages = [str(w.message) for w in caught]
     assert sum("recorder process exited (code -9)" in m for m in messages) == 1  # said once, when it died ...
@@ -461,24 +468,11 @@ def test_a_killed_server_costs_nothing_the_next_run_and_sync_cannot_write(live_s
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'cut.db'}"
     name = f"cut-{uuid.uuid4().hex[:6]}"
-    steps = []
-
-    class KillsTheServer(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = mlp(4, 3)
-
-        def forward(self, x):
-            if torch.is_grad_enabled():
-                steps.append(1)
-                if len(steps) == 25:  # a few trials in (3 steps an epoch)
-                    live_server.kill()
-            return self.net(x)
-
+    kills_the_server = _mlp_that_calls(live_server.kill)
     settings = dict(optimizers=["sgd", "adam"], seeds=1, pruner="none", refine_lr=False, storage=storage,
                     study_name=name, tracking_uri=live_server.uri, **TINY)
     with pytest.warns(TrackingWarning) as caught:
-        report = autoopt.tune(KillsTheServer(), blobs, n_trials=6, **settings)
+        report = autoopt.tune(kills_the_server, blobs, n_trials=6, **settings)
     assert wait_for_background(60)
     assert len(report.trials) == 6 and (report.trials["outcome"] == "completed").all()  # training went on
     messages = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
