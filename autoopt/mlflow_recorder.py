@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from . import mlflow_runs as runs
 from .artifacts import write_study_files
-from .mlflow_writer import FAILED, Calls
+from .mlflow_calls import FAILED, Calls
 from .records import Candidate, EpochRecord, TrialRecord
 from .results import best_trained_per_optimizer
 

@@ -29,7 +29,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 
 from . import mlflow_runs as runs
-from .mlflow_writer import Session, TrackingWarning, open_session, probe, quiet_calls
+from .mlflow_calls import TrackingWarning, probe, quiet_calls
+from .mlflow_writer import Session, open_session
 from .records import Candidate, EpochRecord, TrialRecord
 
 if TYPE_CHECKING:
