@@ -95,9 +95,9 @@ class StudyRecorder:
 
     def handle(self, method: str, args: Sequence[Any]) -> None:
         """Run one message; whatever it raises is counted and reported, and the next one runs."""
-        if method not in self.METHODS:
-            raise ValueError(f"unknown recorder message {method!r}; expected one of {sorted(self.METHODS)}")
         try:
+            if method not in self.METHODS:
+                raise ValueError(f"unknown recorder message {method!r}; expected one of {sorted(self.METHODS)}")
             getattr(self, method)(*args)
         except Exception as exc:  # a bug in one message must not stop the others
             self.calls.unsent += 1
@@ -161,7 +161,7 @@ class StudyRecorder:
                 times: dict[int, tuple[int, int]], killed: list[int]) -> None:
         """Reconcile every trial's run with ``records``, tag the best and the recommended runs, write
         the recommendation on the parent; tell the study; then draw and attach the files."""
-        calls, run_ids = self.calls, FAILED
+        calls = self.calls
         try:
             if not calls.recheck():
                 calls.unsent += 1
@@ -315,9 +315,9 @@ class StudyRecorder:
         tags[runs.NOTE_TAG] = runs.tag_value(_explanation(rec, trials, records, run_ids))
         self._write(self.parent_run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def _attach_files(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: Any) -> None:
+    def _attach_files(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
         with tempfile.TemporaryDirectory(prefix="autoopt-mlflow-") as tmp:
-            write_study_files(Path(tmp), rec, trials, run_ids if isinstance(run_ids, dict) else {})
+            write_study_files(Path(tmp), rec, trials, run_ids)
             self._client.log_artifacts(self.parent_run_id, tmp)
 
 

@@ -182,7 +182,6 @@ class MlflowTracker:
         if self._accepting and self._session is not None:  # False: start_study was not called, or close was
             self._session.submit(method, *args)
 
-
     # --- start_study helpers (caller's thread) ---------------------------------------------------
 
     def _experiment(self, name: str) -> str:

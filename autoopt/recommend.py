@@ -324,7 +324,8 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         trial_numbers=list(chosen["trial_numbers"]),
     )
     lines = explain(rec, configs, trials, tolerance, objective).split("\n")
-    lines[2:2] = [passed_over(pool, chosen, objective)] if passed_over(pool, chosen, objective) else []
+    passed = passed_over(pool, chosen, objective)
+    lines[2:2] = [passed] if passed else []  # after the rule it was chosen by
     rec.explanation = "\n".join(lines) + note
     settings = rec.training_settings
     if not settings.is_default:  # one line of code for each training setting the choice includes
