@@ -15,27 +15,29 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from . import old_paths
+
 #: public name -> the module that defines it
 _EXPORTS = {
     "StudyConfig": "config",
-    "prepare_data": "data",
-    "select_device": "device",
-    "MuonWithAdamW": "muon",
+    "prepare_data": "training.intake",
+    "select_device": "training.device",
+    "MuonWithAdamW": "optimizers.muon",
     "Objective": "objective",
-    "Recommendation": "recommend",
-    "recipe": "recipes",
-    "recommend": "recommend",
+    "Recommendation": "recommendation.record",
+    "recipe": "cli.recipes",
+    "recommend": "recommendation.choose",
     "Candidate": "records",
     "EpochRecord": "records",
     "Measurement": "records",
     "TrialRecord": "records",
-    "LogUniform": "registry",
-    "OptimizerSpec": "registry",
-    "Uniform": "registry",
-    "dense_state": "registry",
-    "get_spec": "registry",
-    "list_optimizers": "registry",
-    "register_optimizer": "registry",
+    "LogUniform": "optimizers.spec",
+    "OptimizerSpec": "optimizers.spec",
+    "Uniform": "optimizers.spec",
+    "dense_state": "optimizers.spec",
+    "get_spec": "optimizers.registry",
+    "list_optimizers": "optimizers.registry",
+    "register_optimizer": "optimizers.registry",
     "Report": "report",
     "load_report": "tune",
     "tune": "tune",
@@ -45,16 +47,19 @@ __all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
 
+old_paths.install()  # ``autoopt.registry``, ``autoopt.muon`` ... from before the folders keep working
+
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .config import StudyConfig
-    from .data import prepare_data
-    from .device import select_device
-    from .muon import MuonWithAdamW
+    from .training.intake import prepare_data
+    from .training.device import select_device
+    from .optimizers.muon import MuonWithAdamW
     from .objective import Objective
-    from .recommend import Recommendation, recommend
+    from .recommendation.choose import recommend
+    from .recommendation.record import Recommendation
     from .records import Candidate, EpochRecord, Measurement, TrialRecord
-    from .registry import (LogUniform, OptimizerSpec, Uniform, dense_state, get_spec, list_optimizers,
-                           register_optimizer)
+    from .optimizers.registry import get_spec, list_optimizers, register_optimizer
+    from .optimizers.spec import LogUniform, OptimizerSpec, Uniform, dense_state
     from .report import Report
     from .tune import load_report, tune
 
@@ -76,11 +81,12 @@ class _Package(types.ModuleType):
     """Keeps ``autoopt.tune`` and ``autoopt.recommend`` the functions once their modules are imported.
 
     Importing a submodule sets it as an attribute of its package; for the two public functions that
-    share their module's name, the function is kept instead, as an eager import would have done.
+    share a module's name (``autoopt/tune.py``, and the old path ``autoopt.recommend``), the function is
+    kept instead, as an eager import would have done.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
+        if isinstance(value, types.ModuleType) and name in _EXPORTS:
             value = getattr(value, name)
         super().__setattr__(name, value)
 

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from .objective import Objective, check_objective
-from .recommend import Policy, check_policy
-from .registry import apply_space, resolve_specs
-from .search import PRUNERS, SAMPLERS, SPACES
-from .storage import JOURNAL_PREFIX, journal_file
+from .optimizers.registry import resolve_specs
+from .optimizers.space import apply_space
+from .recommendation.policies import Policy, check_policy
+
+#: Optuna samplers and pruners a study can name (or give an instance of Optuna's classes); the search
+#: space of sampled trials: every dimension of each optimizer, or its learning rate only.
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("none", "successive_halving", "percentile", "hyperband", "median")
+SPACES = ("full", "lr")
+
+#: A storage string that names a journal file (Optuna's file storage that several processes share):
+#: ``journal:study.log`` or ``journal:///abs/path/study.log``.
+JOURNAL_PREFIX = "journal:"
 
 #: Below this many parameters a model trains on one CPU thread: intra-op parallelism gains nothing on
 #: such small tensors, and on shared cores it was measured 3-9x slower (digits MLP, CNN, deep tanh net).
@@ -335,3 +344,13 @@ def check_tracking_uri(uri: Any) -> None:
     if scheme not in TRACKING_SCHEMES:
         raise ValueError(f"tracking_uri={uri!r} has the scheme {match.group(1)!r}, which MLflow has no store for; "
                          f"use a folder path or one of {', '.join(s + ':' for s in TRACKING_SCHEMES)}.")
+
+
+def journal_file(storage: str) -> str:
+    """The file of a ``journal:PATH`` (or ``journal:///abs/path``) storage.
+
+    >>> journal_file("journal:///tmp/s.log"), journal_file("journal:s.log")
+    ('/tmp/s.log', 's.log')
+    """
+    rest = storage[len(JOURNAL_PREFIX):]
+    return rest[2:] if rest.startswith("//") else rest

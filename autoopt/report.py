@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .objective import VAL_LOSS, Objective
-from .recommend import Recommendation, format_bytes
-from .results import best_per_optimizer
+from .recommendation.record import Recommendation, format_bytes
+from .recommendation.table import best_per_optimizer
 
 if TYPE_CHECKING:
     import optuna
@@ -57,14 +57,14 @@ class Report:
     @property
     def charged_cost(self) -> float:
         """What the budget counted, in TRE: epochs, or time where a trial's epochs cost over
-        ``search.COSTLY`` bare epochs each (never below ``cost``)."""
-        from . import search
+        ``study.budget.COSTLY`` bare epochs each (never below ``cost``)."""
+        from .study.budget import COSTLY, spent
 
         epochs = getattr(self.config, "epochs", None)
         if not epochs or self.study is None or not self.bare_epoch_seconds > 0:
             return self.cost
-        costly = search.COSTLY * epochs * self.bare_epoch_seconds
-        return search.spent(self.study, epochs, costly) / epochs
+        costly = COSTLY * epochs * self.bare_epoch_seconds
+        return spent(self.study, epochs, costly) / epochs
 
     @property
     def wall_cost(self) -> float:
@@ -111,19 +111,19 @@ class Report:
 
     def plot_curves(self) -> Figure:
         """Validation-loss curves of the best trial of each optimizer."""
-        from .plots import plot_curves
+        from .tracking.plots import plot_curves
 
         return plot_curves(self.trials)
 
     def plot_lr_sensitivity(self) -> Figure:
         """Final validation loss against learning rate, one series per optimizer."""
-        from .plots import plot_lr_sensitivity
+        from .tracking.plots import plot_lr_sensitivity
 
         return plot_lr_sensitivity(self.trials)
 
     def plot_tradeoff(self) -> Figure:
         """Loss against time to target and against memory: what the recommendation weighed."""
-        from .plots import plot_tradeoff
+        from .tracking.plots import plot_tradeoff
 
         return plot_tradeoff(self.trials, self.recommendation)
 

@@ -21,23 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import fused as fused_module
-from . import search
 from .config import SMALL_MODEL, StudyConfig
-from .data import prepare_data
-from .device import select_device
-from .objective import Objective
-from .recommend import format_bytes, recommend
-from .records import Candidate, Measurement, TrialRecord
-from .registry import OptimizerSpec, apply_space, resolve_specs
+from .input_checks import check_arguments, check_memory, check_objective_measurable, make_config
+from .optimizers.registry import resolve_specs
+from .optimizers.space import apply_space
+from .optimizers.spec import OptimizerSpec
+from .recommendation.choose import recommend
+from .recommendation.table import trials_table
 from .report import Report
-from .results import trials_table
-from .storage import dead_trials, open_storage, recover_stale_trials, storage_lock
-from .task import LossFn, OutputFn, StepFn, Task, check_device, infer_task
-from .tracking import Tracker, make_tracker
-from .strategy import Workers, run_strategy
-from .training import TrainingSetup, metric_values
-from .workers import can_fork, journal_path
+from .search.runner import Workers
+from .search.strategy import run_strategy
+from .study import stored
+from .study.budget import save_trial_budget
+from .study.storage import dead_trials, open_storage, recover_stale_trials, storage_lock
+from .study.workers import can_fork, journal_path
+from .tracking.tracker import Tracker, make_tracker
+from .training.device import select_device
+from .training.fused import eligibility as fused_eligibility
+from .training.intake import prepare_data
+from .training.loop import TrainingSetup
+from .training.task import LossFn, OutputFn, StepFn, check_device, infer_task
 
 
 def tune(
@@ -76,8 +79,8 @@ def tune(
     started = time.perf_counter()
     if isinstance(settings.get("optimizers"), type):
         settings["optimizers"] = [settings["optimizers"]]  # named by StudyConfig's error: a class, not a name
-    config = _make_config(config, settings)
-    _check_arguments(model, target, loss_fn)
+    config = make_config(config, settings)
+    check_arguments(model, target, loss_fn)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -94,11 +97,11 @@ def tune(
         task = infer_task(template, split, loss_fn, output_fn=output_fn, step_fn=step_fn, task=config.task)
         if task.note and config.verbose:
             print(f"autoopt: note: {task.note}", file=sys.stderr)
-        _check_objective(config.objective, task, template, split)  # type: ignore[arg-type]
+        check_objective_measurable(config.objective, task, template, split)  # type: ignore[arg-type]
         candidates = resolve_specs(config.optimizers)
         if isinstance(config.space, Mapping):
             candidates = apply_space(candidates, config.space)
-        specs, infeasible = _check_memory(candidates, trainable, config)
+        specs, infeasible = check_memory(candidates, trainable, config)
         metric = config.objective.metric  # type: ignore[union-attr]
         setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
                               config.divergence_factor, precision=config.precision,
@@ -109,31 +112,31 @@ def tune(
         experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
         tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
         study_params = _study_params(config, split, task.kind, device)
-        level = search.quiet_optuna()
+        level = stored.quiet_optuna()
         status = "FAILED"
         try:
             # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
-            study = search.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
+            study = stored.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
                                         pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                         objective=config.objective)
             # once per study, whichever process gets here first: the others find its parent run in the storage
             with storage_lock(study, "mlflow-parent"):
-                tracker.start_study(study_name, study_params, parent_run_id=search.load_tracking(study)[1])
-                search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
+                tracker.start_study(study_name, study_params, parent_run_id=stored.load_tracking(study)[1])
+                stored.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
             workers = _workers(config, study_name, study_params, threads, lambda: getattr(tracker, "parent_run_id", None))
             if workers is not None and workers.storage is not config.storage:  # a journal file the workers share
-                study = search.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
+                study = stored.create_study(study_name=study_name, storage=workers.storage, sampler=config.sampler,
                                             pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                             objective=config.objective)
             recover_stale_trials(study)  # trials of a killed process: failed, and queued again once
-            search.save_trial_budget(study, config.trial_budget)  # a total for every process on this study
-            search.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
+            save_trial_budget(study, config.trial_budget)  # a total for every process on this study
+            stored.save_tracking(study, getattr(tracker, "tracking_uri", None), getattr(tracker, "parent_run_id", None))
             for record in infeasible:
                 tracker.end_trial(record)
             # after the store answered (an unreachable one is the first error), before any training
             fused = _decide_fusing(config, setup, specs, workers is None and config.n_jobs == 1)
             run_strategy(study, specs, setup, config, tracker, workers, fused=fused)
-            records = search.read_records(study, specs) + infeasible
+            records = stored.read_records(study, specs) + infeasible
             trials = trials_table(records, config.objective)  # type: ignore[arg-type]
             times = trial_times(study) if config.tracking else {}
             killed = dead_trials(study) if config.tracking else []
@@ -152,14 +155,14 @@ def tune(
             status = "KILLED"
             raise
         finally:
-            search.restore_optuna_verbosity(level)
+            stored.restore_optuna_verbosity(level)
             tracker.close(status)
         return Report(recommendation, trials, study, config,
                       epochs_spent=float(trials["epochs"].sum()),
                       tracking_uri=getattr(tracker, "tracking_uri", None),
                       parent_run_id=getattr(tracker, "parent_run_id", None),
                       wall_seconds=time.perf_counter() - started,
-                      bare_epoch_seconds=search.bare_epoch_seconds(study) or float("nan"))
+                      bare_epoch_seconds=stored.bare_epoch_seconds(study) or float("nan"))
 
 
 @contextlib.contextmanager
@@ -174,43 +177,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _check_objective(objective: Objective, task: Task, model: nn.Module, split: Any) -> None:
-    """An objective the task cannot measure is an error before training: accuracy without classes, a
-    metric without predictions, or a metric that fails (or returns no number) on a batch."""
-    accuracy = task.accuracy if task.kind == "model" else task.kind
-    if objective.name == "val_accuracy" and accuracy not in ("multiclass", "binary"):
-        what = {"regression": "regression (float targets, mean squared error)", "custom": "trained on your loss_fn",
-                "step": "trained by your step_fn", "model": "trained on the model's own loss, without logits"}
-        raise ValueError(
-            f"objective='val_accuracy' needs a classification task, where accuracy is measured, but this task is "
-            f"{what.get(task.kind, task.kind)}; use objective='val_loss', or autoopt.Objective(fn, direction="
-            "'maximize' or 'minimize', name=...) for a metric fn(predictions, targets) of your own.")
-    if objective.metric is None:
-        return
-    xb, yb = split.first_batch(8)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, prediction = task.batch_loss(model, xb, yb)
-            metric_values({objective.name: objective.metric}, [(prediction, yb)])  # type: ignore[dict-item]
-    except ValueError:
-        raise
-    except Exception as exc:  # the user's metric: its failure is theirs to see, named
-        raise ValueError(f"the objective {objective.name!r} could not be computed on a batch of the data "
-                         f"(predictions and targets as the loss sees them): {type(exc).__name__}: {exc}") from exc
-    finally:
-        model.train(was_training)
-
-
 def _decide_fusing(config: StudyConfig, setup: TrainingSetup, specs: list[OptimizerSpec], in_process: bool) -> bool:
     """Whether trials queued together train in one fused pass; ``fused=True`` where it cannot is an error
     here, before any training, and the automatic choice says in one line why it does not fuse."""
     if config.fused is False or not in_process:
         return False
-    if config.fused is None and setup.device.type not in fused_module.DEFAULT_DEVICES:
-        return False  # measured no faster there (fused.DEFAULT_DEVICES)
-    problem = fused_module.why_not_fused(setup, specs)
+    if config.fused is None and setup.device.type not in fused_eligibility.DEFAULT_DEVICES:
+        return False  # measured no faster there (training.fused.eligibility.DEFAULT_DEVICES)
+    problem = fused_eligibility.why_not_fused(setup, specs)
     if problem is None:
         return True
     if config.fused:
@@ -221,16 +195,6 @@ def _decide_fusing(config: StudyConfig, setup: TrainingSetup, specs: list[Optimi
     return False
 
 
-def _check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
-    """The arguments that are not settings, checked before the data is touched."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module but got {type(model).__name__}.")
-    if target is not None and not isinstance(target, str):
-        raise TypeError(f"target must be the name of a DataFrame column (a string) but got {target!r}.")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> scalar tensor, but got {loss_fn!r}.")
-
-
 def _where_results_are(config: StudyConfig) -> str:
     """Where a failed study's trials can be read, if anywhere."""
     places = []
@@ -239,45 +203,6 @@ def _where_results_are(config: StudyConfig) -> str:
     if config.tracking:
         places.append("the tracker")
     return f" Every trial is recorded in {' and '.join(places)}." if places else ""
-
-
-def _make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:
-    valid = StudyConfig.field_names()
-    unknown = sorted(set(settings) - set(valid))
-    if unknown:
-        raise TypeError(f"tune() got unknown setting(s) {unknown}; valid settings are {valid}.")
-    if config is None:
-        return StudyConfig(**settings)
-    return StudyConfig(**{**{n: getattr(config, n) for n in valid}, **settings})
-
-
-def _check_memory(
-    specs: list[OptimizerSpec], params: list[torch.Tensor], config: StudyConfig
-) -> tuple[list[OptimizerSpec], list[TrialRecord]]:
-    """Split the candidates into those that fit the memory budget and those skipped as infeasible.
-
-    The need is parameters + gradients + optimizer state, all known from the parameter shapes.
-    """
-    if config.memory_budget is None:
-        return specs, []
-    param_bytes = sum(p.numel() * p.element_size() for p in params)
-    need = {s.name: 2 * param_bytes + s.predict_state_bytes(params, s.defaults) for s in specs}
-    feasible = [s for s in specs if need[s.name] <= config.memory_budget]
-    if not feasible:
-        smallest = min(specs, key=lambda s: need[s.name])
-        raise ValueError(
-            f"memory_budget={config.memory_budget} bytes is below every candidate's need; the smallest, "
-            f"{smallest.name}, needs {need[smallest.name]} bytes ({format_bytes(need[smallest.name])}: "
-            "parameters + gradients + optimizer state). Raise the budget or use a smaller model."
-        )
-    infeasible = [
-        TrialRecord(None, Candidate(s.name, dict(s.defaults)), s.family, config.seed, "skipped",
-                    Measurement("infeasible", optimizer_state_bytes=need[s.name] - 2 * param_bytes,
-                                peak_memory_bytes=need[s.name],
-                                error=f"needs {format_bytes(need[s.name])} > budget {format_bytes(config.memory_budget)}"))
-        for s in specs if s not in feasible
-    ]
-    return feasible, infeasible
 
 
 def default_study_name(model: nn.Module) -> str:
@@ -332,7 +257,6 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
-
 def load_report(study_name: str, storage: str, *, policy: Any = "default", tolerance: float = 0.01) -> Report:
     """The Report of a stored study, rebuilt from its storage without training anything.
 
@@ -346,8 +270,8 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
-    objective = search.load_objective(study)
-    trials = trials_table(search.read_records(study, resolve_specs(None)), objective)
-    tracking_uri, parent_run_id = search.load_tracking(study)
+    objective = stored.load_objective(study)
+    trials = trials_table(stored.read_records(study, resolve_specs(None)), objective)
+    tracking_uri, parent_run_id = stored.load_tracking(study)
     return Report(recommend(trials, policy, tolerance, objective), trials, study, tracking_uri=tracking_uri,
                   parent_run_id=parent_run_id, stored_objective=objective)

@@ -48,8 +48,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, FOLD_RULE, PROBLEMS, TEST, split_of  # noqa: E402
-from grids import (FAMILIES, HELD_OUT_SEEDS, best_configs, config_key, evaluate, final_loss, load,  # noqa: E402
-                   lr_of, params_of, reference, save)
+from grids import (  # noqa: E402
+    FAMILIES,
+    HELD_OUT_SEEDS,
+    best_configs,
+    config_key,
+    evaluate,
+    final_loss,
+    load,
+    lr_of,
+    params_of,
+    reference,
+    save,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results"
@@ -76,8 +87,8 @@ GRID_FLOOR = "exhaustive_grid"  # not a search: the grid's own best (see ``grid_
 # --- the methods -----------------------------------------------------------------------------------
 
 def _setup(name: str, seed: int) -> Any:
-    from autoopt.task import infer_task
-    from autoopt.training import TrainingSetup
+    from autoopt.training.loop import TrainingSetup
+    from autoopt.training.task import infer_task
 
     problem, split = PROBLEMS[name], split_of(name)
     model = problem.model(seed)
@@ -86,15 +97,15 @@ def _setup(name: str, seed: int) -> Any:
 
 
 def _params(optimizer: str, extra: dict[str, Any]) -> dict[str, Any]:
-    from autoopt.registry import get_spec
+    from autoopt.optimizers.registry import get_spec
 
     return {**get_spec(optimizer).defaults, **extra}
 
 
 def _train(setup: Any, optimizer: str, params: dict[str, Any], on_epoch: Any = None) -> Any:
+    from autoopt.optimizers.registry import get_spec
     from autoopt.records import Candidate
-    from autoopt.registry import get_spec
-    from autoopt.training import train_candidate
+    from autoopt.training.loop import train_candidate
 
     return train_candidate(setup, get_spec(optimizer), Candidate(optimizer, dict(params)), setup.seed, on_epoch)
 
@@ -174,7 +185,7 @@ def run_autoopt(name: str, seed: int, budget: float, **options: Any) -> dict[str
 
 
 def run_schedulefree(name: str, seed: int, budget: float) -> dict[str, Any]:
-    from autoopt.registry import list_optimizers
+    from autoopt.optimizers.registry import list_optimizers
 
     optimizer = next((n for n in list_optimizers() if "schedulefree" in n or "schedule_free" in n), None)
     if optimizer is None:
@@ -370,7 +381,7 @@ def code_version() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted([*REPO.glob("autoopt/*.py"), REPO / "autoopt/portfolio.json", *REPO.glob("benchmarks/*.py")]):
+    for path in sorted([*REPO.glob("autoopt/**/*.py"), *REPO.glob("autoopt/**/*.json"), *REPO.glob("benchmarks/**/*.py")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Candidate-epochs per second: fused trials (autoopt.fused.train_fused) against sequential ones.
+"""Candidate-epochs per second: fused trials (autoopt.training.fused.loop.train_fused) against sequential ones.
 
 For each recipe model and each group size K, K candidates (the registry's optimizers at their
 defaults, in the order ROTATION, repeated past 13) are trained for ``--epochs`` epochs by one
@@ -33,13 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autoopt.data import prepare_data  # noqa: E402
-from autoopt.fused import fusable, train_fused  # noqa: E402
-from autoopt.recipes import load_recipe  # noqa: E402
+from autoopt.cli.recipes import load_recipe  # noqa: E402
+from autoopt.optimizers.registry import get_spec, list_optimizers  # noqa: E402
 from autoopt.records import Candidate  # noqa: E402
-from autoopt.registry import get_spec, list_optimizers  # noqa: E402
-from autoopt.task import infer_task  # noqa: E402
-from autoopt.training import TrainingSetup, train_candidate  # noqa: E402
+from autoopt.training.fused.eligibility import fusable
+from autoopt.training.fused.loop import train_fused  # noqa: E402
+from autoopt.training.intake import prepare_data  # noqa: E402
+from autoopt.training.loop import TrainingSetup, train_candidate  # noqa: E402
+from autoopt.training.task import infer_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = ["digits_mlp", "deep_tanh", "digits_cnn", "sequence"]

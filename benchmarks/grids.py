@@ -60,7 +60,7 @@ def lr_of(k: int) -> float:
 
 
 def params_of(optimizer: str, lr: float) -> dict[str, Any]:
-    from autoopt.registry import get_spec
+    from autoopt.optimizers.registry import get_spec
 
     return {**get_spec(optimizer).defaults, "lr": float(lr)}
 
@@ -73,10 +73,10 @@ def evaluate(name: str, optimizer: str, params: dict[str, Any], seed: int, epoch
     Returns the outcome, the per-epoch validation curve (the last entry is the final loss), the epochs
     trained and the training seconds. The data order is seeded by ``seed``, as in a study.
     """
+    from autoopt.optimizers.registry import get_spec
     from autoopt.records import Candidate
-    from autoopt.registry import get_spec
-    from autoopt.task import infer_task
-    from autoopt.training import TrainingSetup, train_candidate
+    from autoopt.training.loop import TrainingSetup, train_candidate
+    from autoopt.training.task import infer_task
 
     problem = PROBLEMS[name]
     split = split_of(name)
@@ -99,7 +99,7 @@ def final_loss(run: dict[str, Any]) -> float | None:
 
 def fingerprint(name: str) -> str:
     """A hash of everything that decides a result on problem ``name``, measured (see the module doc)."""
-    from autoopt.registry import get_spec
+    from autoopt.optimizers.registry import get_spec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the grid's workers: kernels on more threads sum in another order

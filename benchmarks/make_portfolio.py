@@ -1,4 +1,4 @@
-"""Make ``autoopt/portfolio.json`` from the reference grids of the development problems (never by hand).
+"""Make ``autoopt/search/portfolio.json`` from the reference grids of the development problems (never by hand).
 
 Greedy, as in Auto-sklearn 2.0's portfolios: the first entry is the grid configuration with the lowest
 mean regret over the development problems; each next one is the configuration that most lowers the mean
@@ -23,7 +23,7 @@ from corpus import DEV, FOLD_RULE  # noqa: E402
 from grids import load, lr_of  # noqa: E402
 from simulate import Grid, greedy_portfolio  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "autoopt" / "portfolio.json"
+OUT = Path(__file__).resolve().parent.parent / "autoopt" / "search" / "portfolio.json"
 SIZE = 16
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 import autoopt
-from autoopt.data import prepare_data
-from autoopt.recipes import load_recipe
-from autoopt.registry import get_spec
-from autoopt.task import infer_task
+from autoopt.cli.recipes import load_recipe
+from autoopt.optimizers.registry import get_spec
+from autoopt.training.intake import prepare_data
+from autoopt.training.task import infer_task
 
 OPTIMIZERS = ["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"]
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -119,7 +119,7 @@ class Search:
         return min(self.finals, key=self.finals.get) if self.finals else None
 
     def smoothed_best(self, weight: float = 0.5, penalty: float = 3.0) -> Config | None:
-        """As ``autoopt.recommend.smoothed_scores``: each final loss averaged with its trained lr
+        """As ``autoopt.recommendation.configs.smoothed_scores``: each final loss averaged with its trained lr
         neighbours' (a neighbour that did not complete counts ``penalty`` x the loss itself)."""
         def selection(config: Config) -> float:
             own = self.finals[config]
@@ -200,7 +200,7 @@ def _line_search(search: Search, prune: Callable[[int, float], bool] | None) -> 
 
 def in_range(config: Config) -> bool:
     """Whether the lr of ``config`` lies in its optimizer's registry range (what a study can train)."""
-    from autoopt.registry import get_spec
+    from autoopt.optimizers.registry import get_spec
 
     dim = next(d for d in get_spec(config[0]).space if d.name == "lr")
     return dim.low * (1 - 1e-9) <= lr_of(config[1]) <= dim.high * (1 + 1e-9)
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def sh_cost(n: int, epochs: int, eta: int) -> tuple[list[int], list[int], float]:
     """Rung sizes, rung epochs and total epochs of successive halving: autoopt's own plan."""
-    from autoopt.strategy import halving_plan
+    from autoopt.search.halving import halving_plan
 
     return halving_plan(n, epochs, eta)
 

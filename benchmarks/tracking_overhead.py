@@ -94,7 +94,7 @@ def _children(pid: int) -> list[int]:
 def run(data, args, *, tracking_uri: str | None, name: str) -> tuple[float, float, autoopt.Report]:
     """(seconds until tune() returned, seconds until everything was recorded, report); the CPU
     seconds it took (process + server) are in ``report.cpu_seconds``."""
-    from autoopt.mlflow_writer import wait_for_background
+    from autoopt.tracking.mlflow.transport import wait_for_background
 
     cpu = cpu_seconds()
     start = time.perf_counter()
@@ -167,9 +167,9 @@ def compare_transports(folder: Path, runs: int = 20, epochs: int = 5) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from autoopt.mlflow_tracker import MlflowTracker
-    from autoopt.mlflow_writer import wait_for_background
     from autoopt.records import Candidate, EpochRecord, Measurement, TrialRecord
+    from autoopt.tracking.mlflow.tracker import MlflowTracker
+    from autoopt.tracking.mlflow.transport import wait_for_background
 
     uri = f"sqlite:///{folder / 'transports.db'}"
     client = MlflowClient(uri)

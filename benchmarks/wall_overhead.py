@@ -51,9 +51,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import autoopt  # noqa: E402
-from autoopt import strategy, training  # noqa: E402
 from corpus import PROBLEMS, TEST, split_of  # noqa: E402
+
+import autoopt  # noqa: E402
+from autoopt.search import strategy, trial_runners  # noqa: E402
+from autoopt.training import loop as training  # noqa: E402
 
 tune_module = importlib.import_module("autoopt.tune")  # the module; ``autoopt.tune`` is the function
 
@@ -126,7 +128,7 @@ def corpus_study(name: str, budget: float, seed: int = 0, fused: str = "auto") -
 
 
 def recipe_study(name: str, budget: float, seed: int = 0, fused: str = "auto") -> tuple[Any, int]:
-    from autoopt.recipes import load_recipe
+    from autoopt.cli.recipes import load_recipe
 
     recipe = load_recipe(name)
     model, data = recipe.make(seed=seed)
@@ -170,8 +172,8 @@ def measure(study: Any, name: str, budget: float, fused: str = "auto") -> dict[s
         stack.enter_context(timers.wrap(tune_module, "run_strategy", "strategy", mark=True))
         stack.enter_context(timers.wrap(training, "evaluate", "val"))
         stack.enter_context(timers.wrap(strategy, "measure_bare_epoch", "bare", snapshot="val"))
-        stack.enter_context(timers.wrap(strategy, "train_candidate", "trials"))
-        stack.enter_context(timers.wrap(strategy, "train_fused", "trials"))  # a fused group: its members' trials
+        stack.enter_context(timers.wrap(trial_runners, "train_candidate", "trials"))
+        stack.enter_context(timers.wrap(trial_runners, "train_fused", "trials"))  # a fused group: its members' trials
         stack.enter_context(timers.capture(strategy, "measure_bare_epoch"))
         report, epochs = study(name, budget, fused=fused)
     end = time.perf_counter()

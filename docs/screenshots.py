@@ -36,7 +36,7 @@ def run_study(uri: str):
     from sklearn.datasets import load_digits
 
     import autoopt
-    from autoopt.mlflow_writer import wait_for_background
+    from autoopt.tracking.mlflow.transport import wait_for_background
 
     X, y = load_digits(return_X_y=True)
     torch.manual_seed(0)

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import autoopt
-from autoopt.cli import main
-from autoopt.studyfile import StudyFileError, parse_study
+from autoopt.cli.command import main
+from autoopt.cli.studyfile import StudyFileError, parse_study
 
 FAST = dict(epochs=1, batch_size=32, n_trials=2, tracking=False, verbose=False, optimizers=["sgd"], seeds=1)
 FEW = settings(max_examples=4, deadline=None, derandomize=True,
@@ -199,7 +199,7 @@ def test_bad_arguments_and_data_are_named_before_training(blobs):
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(scale=st.floats(2e3, 1e9), column=st.integers(0, 3))
 def test_badly_scaled_features_get_a_warning_naming_the_column(scale, column):
-    from autoopt.data import prepare_data
+    from autoopt.training.intake import prepare_data
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 4)).astype(np.float32)
@@ -211,7 +211,7 @@ def test_badly_scaled_features_get_a_warning_naming_the_column(scale, column):
 
 
 def test_badly_scaled_targets_get_a_warning_and_good_data_none(regression):
-    from autoopt.data import prepare_data
+    from autoopt.training.intake import prepare_data
 
     X, y = regression
     with pytest.warns(UserWarning, match=r"y \(target, \|y\| up to"):

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import mlp
 
 import autoopt
-from autoopt.data import prepare_data
+from autoopt.optimizers.registry import get_spec
 from autoopt.records import Candidate
-from autoopt.registry import get_spec
-from autoopt.task import infer_task
-from autoopt.training import TrainingSetup, train_candidate
-from conftest import mlp
+from autoopt.training.intake import prepare_data
+from autoopt.training.loop import TrainingSetup, train_candidate
+from autoopt.training.task import infer_task
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -83,8 +83,8 @@ def test_tune_takes_a_precision_on_cuda(blobs):
 
 
 def test_every_optimizer_fused_on_cuda_matches_its_sequential_run(blobs):
-    from autoopt.fused import train_fused
-    from autoopt.registry import list_optimizers
+    from autoopt.optimizers.registry import list_optimizers
+    from autoopt.training.fused.loop import train_fused
 
     model = mlp(4, 3)
     split = prepare_data(blobs, device=CUDA)
@@ -99,7 +99,7 @@ def test_every_optimizer_fused_on_cuda_matches_its_sequential_run(blobs):
 
 
 def test_a_default_study_on_cuda_trains_its_portfolio_entries_in_one_fused_pass(blobs):
-    from autoopt.search import GROUP_SIZE_ATTR
+    from autoopt.study.trials import GROUP_SIZE_ATTR
 
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum", "sgd"], epochs=2, budget=3,
                           device="cuda", tracking=False, verbose=False)

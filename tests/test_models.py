@@ -8,16 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import mlp
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import autoopt
-from autoopt.data import prepare_data
+from autoopt.optimizers.registry import get_spec
+from autoopt.optimizers.schedules import TrainingSettings, build_scheduler
 from autoopt.records import Candidate
-from autoopt.registry import get_spec
-from autoopt.schedules import TrainingSettings, build_scheduler
-from autoopt.task import infer_task
-from autoopt.training import TrainingSetup, train_candidate
-from conftest import mlp
+from autoopt.training.intake import prepare_data
+from autoopt.training.loop import TrainingSetup, train_candidate
+from autoopt.training.task import infer_task
 
 
 @dataclass
@@ -265,7 +265,7 @@ def test_unclear_inputs_name_the_nearest_valid_value(blobs):
 
 
 def test_a_study_file_space_table_overrides_ranges_and_is_checked(tmp_path):
-    from autoopt.studyfile import StudyFileError, load_study_file
+    from autoopt.cli.studyfile import StudyFileError, load_study_file
 
     path = tmp_path / "s.toml"
     path.write_text('recipe = "digits_mlp"\noptimizers = ["adam"]\n\n[space.adam]\nlr = [1e-4, 1e-1]\n'

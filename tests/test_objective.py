@@ -12,9 +12,9 @@ from torch.nn import functional as F
 import autoopt
 from autoopt import Objective
 from autoopt.objective import VAL_ACCURACY, VAL_LOSS, check_objective
-from autoopt.recommend import summarize_configs
-from autoopt.registry import resolve_specs
-from autoopt.search import read_records
+from autoopt.optimizers.registry import resolve_specs
+from autoopt.recommendation.configs import summarize_configs
+from autoopt.study.stored import read_records
 
 QUICK = dict(epochs=3, tracking=False, verbose=False, refine_lr=False)
 
@@ -101,7 +101,7 @@ def test_a_maximized_metric_of_your_own_picks_its_highest_value_not_the_lowest_l
     assert report.recommendation.trial_numbers != ok.loc[ok["val_loss"].idxmin(), "trial_numbers"]
     assert "the best mean ce (maximized)" in report.recommendation.explanation
     # "the best run of each optimizer" (the charts, the MLflow tags) follows the objective too
-    from autoopt.results import best_trained_per_optimizer
+    from autoopt.recommendation.table import best_trained_per_optimizer
 
     best = best_trained_per_optimizer(report.trials).set_index("optimizer")["number"]
     for optimizer, group in done.groupby("optimizer"):
@@ -122,15 +122,16 @@ def test_successive_halving_keeps_the_runs_with_the_best_objective(blobs):
 
 def test_divergence_is_still_a_result_under_another_objective():
     # a diverged trial reports a value worse than any trained one, in the objective's direction
-    from autoopt import search
     from autoopt.records import EpochRecord, Measurement
+    from autoopt.study.stored import create_study
+    from autoopt.study.trials import make_objective
 
     def run_trial(number, candidate, seed, purpose, should_stop):
         return Measurement("diverged", [EpochRecord(1, math.inf, math.inf, 0.9, 0.1, 0.1)], initial_val_loss=1.0)
 
-    study = search.create_study(study_name=None, storage=None, sampler="random", pruner="none", seed=0, epochs=1,
-                                objective=VAL_ACCURACY)
-    study.optimize(search.make_objective(resolve_specs(["sgd"]), run_trial, 0, "full", objective=VAL_ACCURACY),
+    study = create_study(study_name=None, storage=None, sampler="random", pruner="none", seed=0, epochs=1,
+                         objective=VAL_ACCURACY)
+    study.optimize(make_objective(resolve_specs(["sgd"]), run_trial, 0, "full", objective=VAL_ACCURACY),
                    n_trials=1)
     assert study.trials[0].value == -1e12 and study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert study.trials[0].user_attrs["measurement"]["outcome"] == "diverged"
@@ -174,7 +175,7 @@ def test_sync_tags_the_runs_its_own_objective_recommends(blobs):
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
 
-    from autoopt.mlflow_sync import sync_study
+    from autoopt.cli.sync import sync_study
 
     # maximizing the cross-entropy: the recommended runs are the opposite of a loss search's
     objective = Objective(cross_entropy, direction="maximize", name="ce")

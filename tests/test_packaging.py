@@ -48,7 +48,7 @@ def test_each_listing_command_alone_imports_no_heavy_library(command, tmp_path):
 
 def test_the_registry_lists_without_torch_and_imports_a_class_when_it_is_read(tmp_path):
     out = _python("import sys\n"
-                  "from autoopt.registry import get_spec, list_optimizers\n"
+                  "from autoopt.optimizers.registry import get_spec, list_optimizers\n"
                   "spec = get_spec('adam')\n"
                   "listed = (len(list_optimizers()) > 10, spec.family, spec.space[0].high, 'torch' in sys.modules)\n"
                   "import torch\n"
@@ -82,7 +82,7 @@ def test_a_non_editable_install_ships_the_recipes_and_studies(tmp_path):
     assert (target / "autoopt" / "_studies" / "quickstart.toml").is_file()
     elsewhere = tmp_path / "elsewhere"  # no recipes/ folder here: only the installed ones can be found
     elsewhere.mkdir()
-    out = _python("import autoopt.recipes as r, autoopt.cli as c\n"
+    out = _python("import autoopt.cli.recipes as r, autoopt.cli as c\n"
                   "print(r.__file__.startswith(%r))\n"
                   "print(sorted(x.name for x in r.list_recipes()))\n"
                   "print(r.load_recipe('digits_mlp').source)\n"

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import poll
 from optuna.trial import TrialState
 
 import autoopt
-from autoopt import search
-from autoopt.storage import RETRY_OF, open_storage, recover_stale_trials, stale_trials
-from conftest import poll
+from autoopt.study import budget
+from autoopt.study.storage import RETRY_OF, open_storage, recover_stale_trials, stale_trials
+from autoopt.study.trials import GROUP_SIZE_ATTR
 
 # about 0.1 s an epoch on one core, 2-3 s a trial: a trial runs long enough to have a live MLflow run, and
 # the poll below (each look opens the storage) sees it mid-trial (with 1200 samples, a trial took 0.9 s on
@@ -53,7 +54,7 @@ def recorder_pids(pid: int) -> list[int]:
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         for child in children.read_text().split():
             try:
-                if b"mlflow_writer import serve" in Path(f"/proc/{child}/cmdline").read_bytes():
+                if b"transport import serve" in Path(f"/proc/{child}/cmdline").read_bytes():
                     found.append(int(child))
             except OSError:  # it ended meanwhile
                 pass
@@ -173,7 +174,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
         return
 
     # MLflow: one parent, FINISHED; the killed trial's run KILLED; one run per trained trial, its re-run's own
-    from autoopt.mlflow_runs import RUN_STATUS
+    from autoopt.tracking.mlflow.runs import RUN_STATUS
 
     runs = mlflow_runs(tracking_uri)
     (parent,) = [r for r in runs if r.data.tags.get("autoopt.role") == "study"]
@@ -222,7 +223,7 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
     assert sorted(reruns) == numbers  # each member once
     for number, rerun in reruns.items():
         assert rerun.state == TrialState.COMPLETE and rerun.params == by_number[number].params
-        assert rerun.user_attrs[search.GROUP_SIZE_ATTR] == 3  # trained together again
+        assert rerun.user_attrs[GROUP_SIZE_ATTR] == 3  # trained together again
         assert len(rerun.intermediate_values) == EPOCHS
     assert [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)] == []
     assert recover_stale_trials(load(storage)) == []
@@ -251,7 +252,7 @@ def test_timeout_is_the_studys_total_across_processes(tmp_path):
                               env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         study = optuna.load_study(study_name="timed", storage=storage)
-        return len(study.get_trials(deepcopy=False)), float(study.user_attrs[search.SEARCH_SECONDS_ATTR])
+        return len(study.get_trials(deepcopy=False)), float(study.user_attrs[budget.SEARCH_SECONDS_ATTR])
 
     trials_first, seconds_first = run(2)
     assert trials_first > 1 and 2 <= seconds_first < 2 + 2.0  # at most the last trial's time past it

@@ -7,11 +7,13 @@ import uuid
 import optuna
 import pytest
 import torch
+from conftest import mlp
 
 import autoopt
-from autoopt import registry
-from autoopt.registry import LogUniform, OptimizerSpec, dense_state
-from conftest import mlp
+from autoopt.optimizers import registry
+from autoopt.optimizers.registry import resolve_specs
+from autoopt.optimizers.spec import LogUniform, OptimizerSpec, dense_state
+from autoopt.search.portfolio import portfolio_candidates
 
 FAST = dict(epochs=2, batch_size=32, tracking=False, verbose=False)
 
@@ -29,7 +31,7 @@ def test_tune_recommends_a_buildable_optimizer_and_keeps_the_users_weights(blobs
     trials = report.trials
     assert {"portfolio", "reevaluation"} <= set(trials["purpose"]) <= {"portfolio", "refine", "search", "reevaluation"}
     assert (trials["purpose"] != "reevaluation").sum() == 5  # the search budget; re-runs come on top
-    first = autoopt.portfolio.portfolio_candidates(autoopt.registry.resolve_specs(["adam", "sgd"]))[0]
+    first = portfolio_candidates(resolve_specs(["adam", "sgd"]))[0]
     assert (trials.iloc[0]["optimizer"], trials.iloc[0]["lr"]) == (first.optimizer, first.lr)  # the portfolio leads
     assert sorted(report.by_optimizer["optimizer"]) == sorted(set(trials.loc[trials.outcome == "completed", "optimizer"]))
     assert trials["optimizer_state_bytes"].ge(0).all() and trials["seconds"].gt(0).all()

@@ -1,0 +1,113 @@
+"""Configurations summarized from the trials table: seeds averaged, and each one's score smoothed with
+its learning-rate neighbours' (see ``choose.py`` for why).
+
+>>> t = pd.DataFrame({"optimizer": ["sgd"] * 3, "params": [{"lr": 0.1}, {"lr": 0.215}, {"lr": 0.464}],
+...                   "score": [1.0, 0.8, 1.2], "ok": [True, True, True]})
+>>> [round(v, 3) for v in smoothed_scores(t)]
+[0.95, 0.9, 1.1]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..objective import VAL_LOSS, Objective
+
+#: Outcomes that rule a configuration out: it went wrong on a seed.
+
+
+BAD_OUTCOMES = ("diverged", "oom", "failed")
+
+def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
+    """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong.
+
+    ``score`` is the mean final objective where lower is better: what the policies weigh as loss.
+    """
+    runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
+    if runs.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, group in runs.groupby("config", sort=False):
+        good = group[group["outcome"] == "completed"]
+        losses = good["final_val_loss"].to_numpy(dtype=float)
+        values = (good["objective"] if "objective" in good else good["final_val_loss"]).to_numpy(dtype=float)
+        # a run that ends no better than it started learned nothing, whatever the other runs did
+        start = good["initial_val_loss"] if "initial_val_loss" in good else pd.Series(math.nan, index=good.index)
+        learned = bool((start.isna() | (good["final_val_loss"] < start)).all())  # NaN: start unknown
+        if objective.name != VAL_LOSS.name:
+            learned = True  # the objective judges, not the loss (a loss that rises while accuracy does is common)
+        rows.append({
+            "config": config,
+            "optimizer": group["optimizer"].iloc[0],
+            "family": group["family"].iloc[0],
+            "params": group["params"].iloc[0],
+            "n_seeds": len(group),
+            "ok": bool(len(good) == len(group) and np.isfinite(losses).all() and np.isfinite(values).all()
+                       and learned),
+            "val_loss": float(losses.mean()) if len(losses) else math.nan,
+            "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
+            "objective": float(values.mean()) if len(values) else math.nan,
+            "objective_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+            "score": float(objective.score(values.mean())) if len(values) else math.nan,
+            "val_accuracy": float(good["final_val_accuracy"].mean()) if len(good) else math.nan,
+            "epochs_to_target": float(good["epochs_to_target"].mean()) if len(good) else math.nan,
+            "seconds_to_target": float(good["seconds_to_target"].mean()) if len(good) else math.nan,
+            "optimizer_state_bytes": int(group["optimizer_state_bytes"].max()),
+            "peak_memory_bytes": int(group["peak_memory_bytes"].max()),
+            "trial_numbers": [int(n) for n in group["number"].dropna()],
+        })
+    table = pd.DataFrame(rows)
+    table["selection"] = smoothed_scores(table)
+    return table
+
+#: A learning-rate neighbour: the same configuration at a rate this factor up or down (the line
+#: search's step, ``search.line_search.LR_STEP``), within ``NEIGHBOUR_SLACK``.
+NEIGHBOUR_STEP = 10 ** (1 / 3)
+
+NEIGHBOUR_SLACK = 1.1
+
+#: Weight of the neighbourhood's mean against the configuration's own score (chosen on the dev fold).
+NEIGHBOUR_WEIGHT = 0.5
+
+def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
+    """Each configuration's score averaged with its learning-rate neighbours' (see the module's doc).
+
+    A neighbour that diverged, failed or never learned counts as 3x worse than the configuration itself:
+    a rate just below one that blows up is a risky recommendation.
+
+    >>> t = pd.DataFrame({"optimizer": ["sgd"] * 3, "params": [{"lr": 0.1}, {"lr": 0.215}, {"lr": 0.464}],
+    ...                   "score": [1.0, 0.8, 1.2], "ok": [True, True, True]})
+    >>> [round(v, 3) for v in smoothed_scores(t)]
+    [0.95, 0.9, 1.1]
+    """
+    if configs.empty:
+        return pd.Series(dtype=float)
+    rows = [(_lr_of(row["params"]), _lineage(row), float(row["score"]), bool(row["ok"])) for _, row in configs.iterrows()]
+    lineages: dict[tuple, list[tuple[float, float, bool]]] = {}
+    for lr, lineage, score, ok in rows:
+        if lr is not None:
+            lineages.setdefault(lineage, []).append((lr, score, ok))
+    out = []
+    for lr, lineage, own, _ in rows:
+        values = [own]
+        if lr is not None and math.isfinite(own):
+            for target in (lr * NEIGHBOUR_STEP, lr / NEIGHBOUR_STEP):
+                near = [(abs(math.log(other / target)), score, ok) for other, score, ok in lineages[lineage]
+                        if abs(math.log(other / target)) <= math.log(NEIGHBOUR_SLACK)]
+                if near:
+                    _, score, ok = min(near)
+                    values.append(score if ok and math.isfinite(score) else own + 2 * abs(own))
+        out.append((1 - NEIGHBOUR_WEIGHT) * own + NEIGHBOUR_WEIGHT * float(np.mean(values)))
+    return pd.Series(out, index=configs.index, dtype=float)
+
+def _lr_of(params: dict[str, Any]) -> float | None:
+    lr = params.get("lr")
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else None
+
+def _lineage(row: pd.Series) -> tuple:
+    """What a configuration shares with its learning-rate neighbours: the optimizer and every other setting."""
+    return row["optimizer"], tuple(sorted((k, repr(v)) for k, v in row["params"].items() if k != "lr"))

@@ -1,0 +1,123 @@
+"""``Recommendation``: the chosen optimizer and its settings, what was measured for them, and why;
+applied in one line (``rec.build(model.parameters())``) or pasted as code (``rec.code()``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and the registry are imported where used: the MLflow recorder process
+    import torch  # unpickles recommendations and draws charts without them (180 MB, 1 s less)
+
+
+@dataclass
+class Recommendation:
+    """The chosen optimizer and settings, what was measured for them, and why.
+
+    >>> import torch
+    >>> rec = Recommendation(optimizer="sgd", params={"lr": 0.1})
+    >>> rec.build(torch.nn.Linear(2, 1).parameters()).__class__.__name__
+    'SGD'
+    """
+
+    optimizer: str
+    params: dict[str, Any]
+    family: str = ""
+    val_loss: float = math.nan  # mean final validation loss over the seeds it was trained on
+    val_loss_std: float = math.nan
+    n_seeds: int = 0
+    val_accuracy: float = math.nan
+    epochs_to_target: float = math.nan
+    seconds_to_target: float = math.nan
+    optimizer_state_bytes: int = 0
+    peak_memory_bytes: int = 0
+    objective: str = "val_loss"  # what was optimized: "val_loss", "val_accuracy" or your metric's name
+    objective_direction: str = "minimize"
+    objective_value: float = math.nan  # its mean final value over the seeds (val_loss's is val_loss)
+    objective_std: float = math.nan
+    policy: str = "default"
+    explanation: str = ""
+    trial_numbers: list[int] = field(default_factory=list)
+
+    def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """The recommended torch optimizer over ``params``: ``opt = rec.build(model.parameters())``."""
+        from ..optimizers.registry import get_spec
+
+        return get_spec(self.optimizer).build(params, self.params)
+
+    @property
+    def training_settings(self) -> Any:
+        """The recommended schedule, warm-up and clipping norm (``autoopt.optimizers.schedules.TrainingSettings``)."""
+        from ..optimizers.schedules import split_params
+
+        return split_params(self.params)[1]
+
+    @property
+    def clip_norm(self) -> float | None:
+        """The gradient clipping norm to use (``torch.nn.utils.clip_grad_norm_``), None for no clipping."""
+        return self.training_settings.clip_norm
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        """The recommended schedule over ``total_steps`` optimizer steps, as a torch LambdaLR (a constant
+        one when none was recommended): call ``scheduler.step()`` after each ``optimizer.step()``.
+
+        >>> import torch
+        >>> rec = Recommendation("sgd", {"lr": 0.1, "schedule": "cosine"})
+        >>> opt = rec.build(torch.nn.Linear(2, 1).parameters())
+        >>> rec.build_scheduler(opt, 100).__class__.__name__
+        'LambdaLR'
+        """
+        from ..optimizers.schedules import build_scheduler
+
+        return build_scheduler(optimizer, self.training_settings, total_steps)
+
+    def constructor(self) -> str:
+        """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
+        import torch
+
+        from ..optimizers.registry import get_spec
+
+        spec = get_spec(self.optimizer)
+        cls = spec.optimizer_class
+        name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
+                else f"{cls.__module__}.{cls.__qualname__}")
+        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params).items())
+        return f"{name}(model.parameters(), {kwargs})"
+
+    def code(self) -> str:
+        """The recommendation as lines of Python: the optimizer, then its schedule and clipping if any."""
+        lines = [f"optimizer = {self.constructor()}"]
+        settings = self.training_settings
+        if settings.schedule != "constant" or settings.warmup_fraction > 0:
+            lines.append(f"scheduler = recommendation.build_scheduler(optimizer, total_steps)  # {settings.schedule}"
+                         f", warm-up {settings.warmup_fraction:.0%}; scheduler.step() after each optimizer.step()")
+        if settings.clip_norm is not None:
+            lines.append(f"torch.nn.utils.clip_grad_norm_(model.parameters(), {settings.clip_norm:.4g})"
+                         "  # after loss.backward(), before optimizer.step()")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return self.explanation or f"{self.optimizer} {self.params}"
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ")"
+    return repr(value)
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+def format_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,82 @@
+"""The search strategy: what a study spends its budget on, in order.
+
+Below ``HALVING_BELOW`` training-run equivalents (TRE) of budget, a study starts with successive halving
+over the portfolio (``halving.py``, stage 0). Each stage is its own module over one shared
+``StudyRunner`` (``runner.py``): it decides what to train, the runner trains it within the budget.
+
+1. **Portfolio.** Configurations chosen on the benchmark corpus's development problems
+   (``portfolio.json``, made by ``benchmarks/make_portfolio.py``), trained in order at full
+   length. Each is good on many problems, and together they cover the kinds of problem where the first
+   one is not: the first entry alone is budget 1's answer. Entries train to the end: no pruner by
+   default (``pruner=`` sets one; pruning portfolio runs early lost on the corpus).
+2. **Learning-rate line search** around the best configuration so far: a third of a decade up and down,
+   then on in the direction that improves, while it improves (the learning rate matters more than the
+   optimizer on most problems, and the corpus's best rates are spread over three decades).
+3. **The rest of the portfolio, then Optuna's TPE** over the full conditional space, warm-started by
+   everything the study already trained.
+4. Optionally, **re-evaluation** of the best configurations on extra seeds (``reevaluate_top``; off by
+   default: on the dev fold, for real on held-out seeds, it raised mean regret at 10 and 20 TRE).
+
+Where the study fuses (``fused=True``, or by default on CUDA), the trials queued together, the
+portfolio's entries, a halving race or re-runs of one seed, train in one fused pass (``training.fused``),
+each still its own trial; line-search steps and TPE trials, which wait on the one before, train alone.
+
+The recommendation (``autoopt.recommendation``) then compares configurations by their loss averaged with their
+learning-rate neighbours', which guards longer searches against a lucky single-seed loss.
+
+The budget is in training-run equivalents (TRE): epochs spent over the epochs of one run, and a trial
+whose epochs take more than ``COSTLY`` times a bare epoch (one plain pass over the data, measured once
+per study) is charged for the extra time. A trial starts only while a whole run fits in what is left,
+so the budget is never overrun and no run is cut short by it. Every step is stored in the study, so a
+resumed study replays the same decisions from its storage and queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..config import StudyConfig
+from ..optimizers.spec import OptimizerSpec
+from ..study import budget
+from ..study.stored import bare_epoch_seconds, save_bare_epoch_seconds
+from ..tracking.progress import ProgressBar
+from ..tracking.tracker import Tracker
+from ..training.bare_epoch import measure_bare_epoch
+from ..training.loop import TrainingSetup
+from .halving import HALVING_BELOW, run_halving
+from .line_search import line_search
+from .portfolio import run_portfolio
+from .reevaluation import enqueue_reevaluations
+from .runner import StudyRunner, Workers
+
+
+def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, config: StudyConfig,
+                 tracker: Tracker, workers: Workers | None = None, fused: bool = False) -> None:
+    """Run the whole search on ``study``: portfolio, line search, TPE, re-evaluation.
+
+    ``fused``: trials queued together (the portfolio's entries, a halving race, re-evaluations of one
+    seed) train in one fused pass (``training.fused``) instead of one after another; the caller decides
+    whether the model allows it (``training.fused.eligibility.why_not_fused``).
+    """
+    if bare_epoch_seconds(study) is None:
+        save_bare_epoch_seconds(study, measure_bare_epoch(setup))
+    progress = ProgressBar.for_study(config, budget.spent(study, config.epochs), config.verbose)
+    clock = budget.start_clock(study)  # the timeout is the study's total: earlier processes' time counts
+    deadline = None if config.timeout is None else time.monotonic() + clock.left(config.timeout)
+    runner = StudyRunner(study, specs, setup, config, tracker, workers, progress, deadline, fused and workers is None)
+    try:
+        if not study.trials and config.total_budget is not None and config.total_budget < HALVING_BELOW:
+            run_halving(runner)
+        run_portfolio(runner, config.refine_after)
+        if config.refine_lr:
+            line_search(runner)
+        run_portfolio(runner, None)
+        runner.run_sampled()
+        if config.reevaluate_top and config.seeds > 1:
+            enqueue_reevaluations(runner, [config.seed + i for i in range(1, config.seeds)])
+            runner.run_queued("reevaluation", reevaluation=True)
+        progress.finish()
+    finally:
+        budget.stop_clock(study)
+        progress.close()

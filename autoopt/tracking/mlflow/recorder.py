@@ -1,0 +1,356 @@
+"""What the recorder process does with one study's messages: every MLflow call after ``start_study``.
+
+The study's process (``tracker.py``) sends what happens; this writes it, in order:
+
+- A child run is created when its trial has run for ``flush_seconds`` (then its epochs go out every
+  ``flush_seconds``, one epoch behind, so a diverging epoch is never sent) or when it ends: a short
+  trial costs three calls in all.
+- ``summary`` reconciles MLflow with the Optuna storage's records: every trained trial gets exactly
+  one complete child run (missing ones are written, half-written ones rewritten), the best run of
+  each optimizer and the recommended runs are tagged (stale tags removed), and the parent gets the
+  recommendation. The same code backfills after a server outage (``autoopt sync``), idempotently.
+  Then it tells the study its answer is recorded, and draws and uploads the charts and files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from ...recommendation.table import best_trained_per_optimizer
+from ...records import Candidate, EpochRecord, TrialRecord
+from ..study_files import write_study_files
+from . import runs
+from .calls import FAILED, Calls
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities import Run
+
+    from ...recommendation.record import Recommendation
+
+__all__ = ["StudyRecorder"]
+
+_BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limits
+_REC_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "seconds_to_target", "epochs_to_target",
+                "optimizer_state_bytes", "peak_memory_bytes")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Live:
+    """A running trial, as the recorder knows it."""
+
+    candidate: Candidate
+    family: str
+    seed: int
+    purpose: str
+    start_ms: int
+    started: float  # monotonic (one clock for every process of the machine)
+    run_id: str | None = None
+    failed: bool = False  # its run could not be created or written: the summary rewrites it
+    epochs: list[EpochRecord] = field(default_factory=list)
+    sent: int = 0  # epochs already sent
+    last_sent: float = 0.0
+
+
+class StudyRecorder:
+    """One study's MLflow record, written in the recorder process from the messages it is sent.
+
+    ``config``: ``tracking_uri`` (absolute), ``experiment_id``, ``parent_run_id``, ``study_name``,
+    ``flush_seconds``, and the study's ``env`` (its MLFLOW_* settings) and ``cwd``. ``emit(kind,
+    *payload)`` answers the study: "warn" (text), "summary" (unsent, synced), "closed" (unsent).
+
+    >>> # StudyRecorder(config, emit).handle("end_trial", (record, end_ms))  # in the recorder only
+    """
+
+    METHODS = frozenset({"start_trial", "epoch", "end_trial", "summary", "close", "tick"})
+
+    def __init__(self, config: Mapping[str, Any], emit: Callable[..., None]) -> None:
+        _adopt_environment(config.get("env", {}), config.get("cwd"))
+        self.tracking_uri: str = config["tracking_uri"]
+        self.experiment_id: str = config["experiment_id"]
+        self.parent_run_id: str = config["parent_run_id"]
+        self.study_name: str = config["study_name"]
+        self.flush_seconds: float = config["flush_seconds"]
+        self._emit = emit
+        self._client = MlflowClient(self.tracking_uri)
+        self.calls = Calls(self._client, self.tracking_uri, lambda text: emit("warn", text),
+                           config.get("call_timeout", 10))
+        self.synced: dict[str, int] = {}
+        self._live: dict[int, _Live] = {}
+        self._child_tags: dict[str, dict[str, str]] = {}
+
+    def handle(self, method: str, args: Sequence[Any]) -> None:
+        """Run one message; whatever it raises is counted and reported, and the next one runs."""
+        try:
+            if method not in self.METHODS:
+                raise ValueError(f"unknown recorder message {method!r}; expected one of {sorted(self.METHODS)}")
+            getattr(self, method)(*args)
+        except Exception as exc:  # a bug in one message must not stop the others
+            self.calls.unsent += 1
+            self.calls.failure(exc)
+
+    # --- messages -------------------------------------------------------------------------------------
+
+    def start_trial(self, number: int, candidate: Candidate, family: str, seed: int, purpose: str,
+                    start_ms: int, started: float) -> None:
+        self._live[number] = _Live(candidate, family, seed, purpose, start_ms, started)
+
+    def epoch(self, number: int, record: EpochRecord, started_ms: int) -> None:
+        live = self._live.get(number)
+        if live is not None:
+            if not live.epochs:
+                live.start_ms = started_ms
+            live.epochs.append(record)
+            self.tick()
+
+    def tick(self) -> None:
+        """Send the epochs of trials running longer than ``flush_seconds`` since their last send,
+        all but the latest epoch (which may turn out to be a diverging one)."""
+        now = time.monotonic()
+        for number, live in self._live.items():
+            if live.failed or len(live.epochs) - 1 <= live.sent:
+                continue
+            if now - max(live.started, live.last_sent) < self.flush_seconds:
+                continue
+            if live.run_id is None and self._create_child(number, live) is None:
+                continue
+            upto = len(live.epochs) - 1
+            metrics = runs.metrics_of_epochs(live.epochs[live.sent:upto], live.start_ms)
+            if self.calls.attempt(self._write, live.run_id, [Metric(*m) for m in metrics]) is FAILED:
+                live.failed = True
+            live.sent, live.last_sent = upto, now
+
+    def end_trial(self, record: TrialRecord, end_ms: int) -> None:
+        """Write the trial's run whole: params, epochs, summary at step 0, outcome, end time."""
+        number = record.number
+        live = self._live.pop(number, None) if number is not None else None
+        if not runs.trained(record):
+            return  # never trained: no run (the parent's description lists it)
+        if live is None:  # ended without start_trial: write it whole
+            live = _Live(record.candidate, record.family, record.seed, record.purpose, end_ms, time.monotonic())
+        if live.run_id is None:  # the same start a backfilled run gets
+            live.start_ms = runs.training_start_ms(record.measurement, end_ms, live.start_ms)
+        if live.failed:
+            return  # the summary (or a sync) writes this trial's run from the storage
+        if live.run_id is None:  # a short trial: its whole run in three calls, as a backfill writes it
+            child = runs.child_run(record, self.study_name, self.parent_run_id, live.start_ms, end_ms)
+            self.calls.attempt(self._write_child, child)
+            return
+        m = record.measurement
+        metrics = runs.metrics_of_epochs(runs.logged_epochs(m)[live.sent:], live.start_ms)
+        metrics += [(k, v, end_ms, 0) for k, v in runs.summary_metrics(m).items()]
+        tags = [RunTag(k, v) for k, v in runs.end_tags(record).items()]
+        if self.calls.attempt(self._write, live.run_id, [Metric(*x) for x in metrics], tags=tags) is not FAILED:
+            self.calls.attempt(self._client.set_terminated, live.run_id, runs.run_status(m.outcome), end_ms)
+
+    def summary(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
+                times: dict[int, tuple[int, int]], killed: list[int]) -> None:
+        """Reconcile every trial's run with ``records``, tag the best and the recommended runs, write
+        the recommendation on the parent; tell the study; then draw and attach the files."""
+        calls = self.calls
+        try:
+            if not calls.recheck():
+                calls.unsent += 1
+                return
+            run_ids = calls.attempt(self._reconcile, records, times, killed)
+            if run_ids is FAILED:
+                return
+            calls.attempt(self._tag_comparison, rec, trials, run_ids)
+            calls.attempt(self._write_parent, rec, trials, records, run_ids, len(killed))
+        finally:
+            self._emit("summary", calls.unsent, dict(self.synced))  # tune() has its answer
+        calls.attempt(self._attach_files, rec, trials, run_ids)
+
+    def close(self, status: str, end_study: bool) -> None:
+        """End the runs of trials cut off without an end (KILLED), and the parent unless the study's
+        process is a worker that leaves it to the process that started the study."""
+        try:
+            for live in list(self._live.values()):
+                if live.run_id is not None:
+                    outcome = "interrupted" if status == "KILLED" else "unfinished"
+                    self.calls.attempt(self._write, live.run_id, tags=[RunTag(runs.OUTCOME_TAG, outcome)])
+                    self.calls.attempt(self._client.set_terminated, live.run_id, "KILLED")
+            self._live.clear()
+            if end_study:
+                self.calls.attempt(self._client.set_terminated, self.parent_run_id, status)
+        finally:
+            self._emit("closed", self.calls.unsent)
+
+    # --- MLflow writes -----------------------------------------------------------------------------
+
+    def _write(self, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),
+               tags: Sequence[RunTag] = ()) -> None:
+        """One ``log_batch`` per MLflow limit's worth of each kind (usually exactly one)."""
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            self._client.log_batch(run_id, metrics=metrics[:_BATCH["metrics"]], params=params[:_BATCH["params"]],
+                                   tags=tags[:_BATCH["tags"]])
+            metrics, params, tags = (metrics[_BATCH["metrics"]:], params[_BATCH["params"]:], tags[_BATCH["tags"]:])
+
+    def _create_child(self, number: int, live: _Live) -> str | None:
+        tags = runs.trial_tags(number, live.family, live.purpose, self.study_name, self.parent_run_id)
+        name = runs.run_name(number, live.candidate.optimizer, live.seed, live.purpose)
+        run = self.calls.attempt(self._client.create_run, self.experiment_id, start_time=live.start_ms,
+                                 tags=tags, run_name=name)
+        if run is FAILED:
+            live.failed = True
+            return None
+        live.run_id = run.info.run_id
+        params = runs.trial_params(live.candidate, live.seed, live.purpose)
+        if self.calls.attempt(self._write, live.run_id, params=[Param(k, v) for k, v in params.items()]) is FAILED:
+            live.failed = True
+        return live.run_id
+
+    def _write_child(self, child: runs.ChildRun) -> str:
+        run_id = self._client.create_run(self.experiment_id, start_time=child.start_ms, tags=child.tags,
+                                         run_name=child.name).info.run_id
+        self._write(run_id, [Metric(*m) for m in child.metrics], [Param(k, v) for k, v in child.params.items()])
+        self._client.set_terminated(run_id, child.status, child.end_ms)
+        return run_id
+
+    # --- the summary: reconcile with the storage, tag, explain, attach --------------------------------
+
+    def _children(self) -> list[Run]:
+        found, token = [], None
+        while True:
+            page = self._client.search_runs([self.experiment_id], f"tags.`{runs.PARENT_TAG}` = '{self.parent_run_id}'",
+                                            max_results=1000, page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def _reconcile(self, records: list[TrialRecord], times: dict[int, tuple[int, int]],
+                   killed: Sequence[int] = ()) -> dict[int, str]:
+        """Exactly one complete child run per trained trial, and the runs of trials whose process
+        died closed as KILLED (their re-runs are trials of their own); returns trial number -> run id."""
+        by_number: dict[int, list[Run]] = {}
+        self._child_tags = {}  # run id -> tags, for _tag_comparison (one search for both)
+        for run in self._children():
+            self._child_tags[run.info.run_id] = run.data.tags
+            number = run.data.tags.get(runs.TRIAL_TAG, "")
+            if number.isdigit():
+                by_number.setdefault(int(number), []).append(run)
+        for number in killed:
+            for run in by_number.get(number, []):
+                if run.info.status == "RUNNING":  # its process died before it could end it
+                    name = run.data.tags.get(runs.RUN_NAME_TAG) or run.info.run_name or f"t{number:03d}"
+                    self._write(run.info.run_id, tags=[RunTag(k, v) for k, v in runs.killed_tags(name).items()])
+                    self._client.set_terminated(run.info.run_id, "KILLED", times.get(number, (None, None))[1])
+        ids, created, rewritten = {}, 0, 0
+        for record in records:
+            if not runs.trained(record):
+                continue
+            found = by_number.get(record.number, [])
+            complete = [r for r in found if r.info.status != "RUNNING" and runs.OUTCOME_TAG in r.data.tags]
+            keep = complete[0] if complete else None
+            for run in found:
+                if run is not keep:  # half-written (the server went away) or a duplicate
+                    self._client.delete_run(run.info.run_id)
+            if keep is not None:
+                ids[record.number] = keep.info.run_id
+                continue
+            start_ms, end_ms = times.get(record.number, (None, None))
+            end_ms = end_ms or _now_ms()
+            start_ms = runs.training_start_ms(record.measurement, end_ms, start_ms or end_ms)
+            ids[record.number] = self._write_child(runs.child_run(record, self.study_name, self.parent_run_id,
+                                                                  start_ms, end_ms))
+            created += not found
+            rewritten += bool(found)
+        self.synced = {"created": created, "rewritten": rewritten}
+        return ids
+
+    def _tag_comparison(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
+        """``autoopt.best_of_optimizer`` and ``autoopt.recommended`` on exactly the runs they belong to,
+        with the times to the target loss (known only now) on those runs; stale tags removed."""
+        best = {int(n) for n in best_trained_per_optimizer(trials)["number"]}
+        recommended = set(rec.trial_numbers) if rec is not None else set()
+        rows = {int(r["number"]): r for _, r in trials.dropna(subset=["number"]).iterrows()}
+        current = self._child_tags  # runs written by _reconcile itself have neither tag: {} is right
+        now = _now_ms()
+        for number, run_id in run_ids.items():
+            tags = current.get(run_id, {})
+            wanted = {runs.BEST_TAG: number in best, runs.RECOMMENDED_TAG: number in recommended}
+            for key, on in wanted.items():
+                if not on and tags.get(key) == "true":
+                    self._client.delete_tag(run_id, key)
+            new = [RunTag(k, "true") for k, on in wanted.items() if on and tags.get(k) != "true"]
+            if new:
+                row = rows.get(number)
+                metrics = [Metric(k, float(row[k]), now, 0) for k in ("epochs_to_target", "seconds_to_target")
+                           if row is not None and math.isfinite(float(row[k]))]
+                self._write(run_id, metrics, tags=new)
+
+    def _write_parent(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
+                      run_ids: dict[int, str], killed: int = 0) -> None:
+        now = _now_ms()
+        metrics = [Metric(f"trials_{outcome}", float(n), now, 0) for outcome, n in trials["outcome"].value_counts().items()]
+        metrics.append(Metric("trials", float(len(trials)), now, 0))
+        if killed:  # trials whose process died: in the storage as failed, each re-run as a trial of its own
+            metrics.append(Metric("trials_killed", float(killed), now, 0))
+        target = trials.attrs.get("target_loss", math.nan)
+        if isinstance(target, float) and math.isfinite(target):
+            metrics.append(Metric("target_val_loss", target, now, 0))
+        tags = {}
+        if rec is not None:
+            metrics += [Metric(f"rec_{k}", float(getattr(rec, k)), now, 0) for k in _REC_METRICS
+                        if math.isfinite(float(getattr(rec, k)))]
+            ids = [run_ids[n] for n in rec.trial_numbers if n in run_ids]
+            tags[runs.RECOMMENDED_RUNS_TAG] = ",".join(ids)
+            tags["autoopt.recommendation"] = runs.tag_value(f"{rec.optimizer} {runs.param_value(rec.params)}")
+        tags[runs.NOTE_TAG] = runs.tag_value(_explanation(rec, trials, records, run_ids))
+        self._write(self.parent_run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def _attach_files(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
+        with tempfile.TemporaryDirectory(prefix="autoopt-mlflow-") as tmp:
+            write_study_files(Path(tmp), rec, trials, run_ids)
+            self._client.log_artifacts(self.parent_run_id, tmp)
+
+
+def _adopt_environment(env: Mapping[str, str], cwd: str | None) -> None:
+    """The study's MLFLOW_* settings and working directory, which may differ from those this
+    (long-lived) process started with: a later study of the same process set them otherwise."""
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+
+
+def _explanation(rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
+                 run_ids: dict[int, str]) -> str:
+    """The parent run's description (Markdown in the UI): the choice, its runs, how to compare."""
+    names = {r.number: runs.run_name(r.number, r.candidate.optimizer, r.seed, r.purpose, r.measurement.outcome,
+                                     len(r.measurement.epochs)) for r in records if runs.trained(r)}
+    lines = [rec.explanation if rec is not None else "No recommendation: no trial completed.", ""]
+    if rec is not None:
+        lines.append("**Recommended runs** (tag `autoopt.recommended = \"true\"`): "
+                     + ", ".join(f"`{names.get(n, n)}` ({run_ids.get(n, 'not recorded')})" for n in rec.trial_numbers))
+    best = best_trained_per_optimizer(trials)
+    if len(best):
+        lines.append("")
+        lines.append("**Best run of each optimizer** (filter `tags.autoopt.best_of_optimizer = \"true\"`, "
+                     "then the Chart view: one `val_loss` curve per optimizer):")
+        for _, row in best.iterrows():
+            n = int(row["number"])
+            loss = row["final_val_loss"] if row["outcome"] == "completed" else row["best_val_loss"]
+            lines.append(f"- {row['optimizer']}: `{names.get(n, n)}`, {row['outcome']}, val loss {loss:.4g}, "
+                         f"lr {row['lr']:.3g}, {int(row['epochs'])} epochs")
+    skipped = runs.not_trained_lines(records)
+    if skipped:
+        lines += ["", "**Not trained** (no run):"] + [f"- {line}" for line in skipped]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""The files that describe a finished study: recommendation.json, trials.csv and three charts.
+
+The tracker attaches them to the study's MLflow run; they are plain files, so anything else that
+wants them (a CI job, a notebook) can write them with the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from ..recommendation.record import Recommendation
+
+
+def jsonable(value: Any) -> Any:
+    """NaN and infinities become None: the file stays strict JSON that any reader accepts.
+
+    >>> jsonable({"loss": float("nan"), "curve": [1.0, float("inf")]})
+    {'loss': None, 'curve': [1.0, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataFrame,
+                      run_ids: Mapping[int, str] | None = None) -> None:
+    """Write recommendation.json (when there is one), trials.csv and the PNG charts into ``folder``.
+
+    ``run_ids`` (trial number -> MLflow run id) puts the recommended runs' ids in the JSON and a
+    ``run_id`` column in the table, so that each row leads to its run.
+    """
+    from . import plots  # matplotlib is imported only when a study ends
+
+    run_ids = run_ids or {}
+    if rec is not None:
+        data = {**rec.to_dict(), "run_ids": [run_ids[n] for n in rec.trial_numbers if n in run_ids],
+                "target_val_loss": trials.attrs.get("target_loss")}
+        (folder / "recommendation.json").write_text(json.dumps(jsonable(data), indent=2))
+    table = trials.copy()
+    table["run_id"] = [run_ids.get(int(n)) if pd.notna(n) else None for n in table["number"]]
+    for column in ("params", "val_curve"):  # JSON in a cell, so the CSV reads back into Python
+        table[column] = table[column].map(lambda v: json.dumps(jsonable(v)))
+    table.to_csv(folder / "trials.csv", index=False)
+    figures = {"val_loss_curves.png": lambda: plots.plot_curves(trials),
+               "lr_sensitivity.png": lambda: plots.plot_lr_sensitivity(trials),
+               "tradeoff.png": lambda: plots.plot_tradeoff(trials, rec)}
+    for name, draw in figures.items():
+        try:
+            draw().savefig(folder / name, dpi=100)
+        except Exception as exc:  # a chart is not worth losing the JSON and the table for
+            warnings.warn(f"could not draw {name}: {type(exc).__name__}: {exc}", stacklevel=2)

@@ -1,0 +1,103 @@
+"""The search strategy: successive halving at small budgets, the portfolio, the line search, resume."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from conftest import mlp
+
+import autoopt
+from autoopt.optimizers.registry import get_spec, resolve_specs
+from autoopt.search.halving import Rendezvous, halving_plan
+from autoopt.search.line_search import LR_STEP
+from autoopt.search.portfolio import load_portfolio, portfolio_candidates
+
+FAST = dict(batch_size=32, tracking=False, verbose=False)
+
+
+@pytest.mark.parametrize("n,epochs", [(2, 5), (9, 18), (13, 9), (27, 40)])
+def test_a_halving_plan_keeps_a_third_and_ends_with_one_full_run(n, epochs):
+    sizes, rungs, total = halving_plan(n, epochs, 3)
+    assert sizes[0] == n and sizes[-1] == 1 and rungs[-1] == epochs
+    assert all(a > b for a, b in zip(sizes, sizes[1:])) and all(a < b for a, b in zip(rungs, rungs[1:]))
+    assert total == sum(s * (r - p) for s, r, p in zip(sizes, rungs, [0, *rungs]))
+
+
+def test_the_rendezvous_lets_only_the_best_go_on_once_everyone_arrived():
+    rendezvous = Rendezvous({1: 1}, members=3)
+    losses = {0: 0.5, 1: 0.2, 2: 0.9}
+    stopped: dict[int, bool] = {}
+
+    def member(number: int) -> None:
+        rendezvous.join(number)
+        stopped[number] = rendezvous.should_stop(number, 1, losses[number])
+        rendezvous.leave(number)
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in losses]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert stopped == {0: True, 1: False, 2: True}
+
+
+def test_a_member_that_ends_before_the_rung_is_not_waited_for():
+    rendezvous = Rendezvous({2: 1}, members=2)
+    rendezvous.join(0)
+    rendezvous.join(1)
+    rendezvous.leave(1)  # diverged at epoch 1
+    assert rendezvous.should_stop(0, 2, 0.3) is False
+
+
+def test_a_small_budget_races_the_portfolio_by_successive_halving(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, epochs=9, budget=2.5, **FAST)
+    trials = report.trials
+    assert set(trials["purpose"]) == {"portfolio"} and report.cost <= 2.5
+    assert (trials["outcome"] == "completed").sum() == 1
+    n = len(trials)
+    sizes, rungs, total = halving_plan(n, 9, 3)
+    assert total <= 2.5 * 9 < halving_plan(n + 1, 9, 3)[2]  # as many entries as the budget affords
+    assert sorted(trials["epochs"].value_counts().items()) == sorted(
+        (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]))
+    first = portfolio_candidates(resolve_specs(None))[: n]
+    assert list(zip(trials["optimizer"], trials["lr"])) == [(c.optimizer, c.lr) for c in first]
+
+
+def test_a_larger_budget_walks_the_learning_rate_of_the_best_entry(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum"], epochs=3, budget=6, refine_after=2, **FAST)
+    trials = report.trials
+    assert list(trials["purpose"][:2]) == ["portfolio", "portfolio"] and "refine" in set(trials["purpose"])
+    portfolio = trials[trials["purpose"] == "portfolio"].iloc[:2]
+    best = portfolio.loc[portfolio["final_val_loss"].idxmin()]
+    step = trials[trials["purpose"] == "refine"].iloc[0]
+    assert step["optimizer"] == best["optimizer"]
+    assert math.isclose(step["lr"], best["lr"] * LR_STEP, rel_tol=1e-9)  # a third of a decade up first
+    assert report.cost <= 6
+
+
+def test_re_running_a_finished_study_trains_nothing(blobs, tmp_path):
+    common = dict(epochs=3, budget=4, storage=f"sqlite:///{tmp_path}/s.db", study_name="again", **FAST)
+    first = autoopt.tune(mlp(4, 3), blobs, **common)
+    second = autoopt.tune(mlp(4, 3), blobs, **common)
+    assert len(second.trials) == len(first.trials) and second.cost == first.cost
+
+
+def test_the_shipped_portfolio_is_made_by_its_script_and_fits_the_registry():
+    portfolio = load_portfolio()
+    assert portfolio["made_by"] == "benchmarks/make_portfolio.py"
+    assert portfolio["corpus"]["fold"] == "development" and portfolio["entries"]
+    for entry in portfolio["entries"]:
+        dim = next(d for d in get_spec(entry["optimizer"]).space if d.name == "lr")
+        assert dim.low <= entry["lr"] <= dim.high * (1 + 1e-9)
+
+
+def test_candidates_the_portfolio_does_not_name_come_last_at_their_defaults():
+    specs = resolve_specs(["sgd", "adam", "adadelta"])
+    candidates = portfolio_candidates(specs)
+    named = [e["optimizer"] for e in load_portfolio()["entries"] if e["optimizer"] in {"sgd", "adam", "adadelta"}]
+    assert [c.optimizer for c in candidates[: len(named)]] == named
+    rest = candidates[len(named):]
+    assert all(c.params == get_spec(c.optimizer).defaults for c in rest)
+    assert {c.optimizer for c in candidates} == {"sgd", "adam", "adadelta"}

@@ -1,0 +1,70 @@
+"""storage.py: storage strings, queue-once under the storage's lock, stale trials.
+
+The several-process cases (4 workers, kill -9 and resume) are in test_several_machines.py and
+test_resume.py; these are the same rules on one process, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoopt.config import journal_file
+from autoopt.study.storage import (
+    HEARTBEAT_ATTR,
+    QUEUE_KEY,
+    RETRY_OF,
+    enqueue_once,
+    open_storage,
+    recover_stale_trials,
+    stale_trials,
+)
+
+
+def test_a_journal_storage_string_names_its_file(tmp_path):
+    assert journal_file("journal:///tmp/s.log") == "/tmp/s.log" and journal_file("journal:s.log") == "s.log"
+    assert isinstance(open_storage(f"journal:{tmp_path / 's.log'}"), optuna.storages.JournalStorage)
+    with pytest.raises(ValueError, match="cannot be opened"):
+        open_storage(f"journal:{tmp_path / 'missing' / 'dir' / 's.log'}")
+
+
+def test_threads_racing_to_queue_one_key_queue_it_once(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'q.log'}"), study_name="q")
+    start = threading.Barrier(8)
+    queued = []
+
+    def race() -> None:
+        start.wait()
+        queued.append(enqueue_once(study, "portfolio:0", {"x": 1.0}))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(queued) == [False] * 7 + [True]
+    assert [t.user_attrs[QUEUE_KEY] for t in study.get_trials()] == ["portfolio:0"]
+
+
+def test_a_journal_trial_whose_heartbeat_stopped_is_failed_and_queued_again_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'h.log'}"), study_name="h")
+    study.enqueue_trial({"x": 2.0}, user_attrs={"purpose": "portfolio", "seed": 0})
+    trial = study.ask()  # RUNNING, as a process that died mid-trial leaves it
+    trial.suggest_float("x", 0.0, 5.0)
+    storage = study._storage
+    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+    assert stale_trials(study) == []  # beating: a live trial is never touched
+    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    assert [t.number for t in stale_trials(study)] == [trial.number]
+    assert recover_stale_trials(study) == [trial.number]
+    assert recover_stale_trials(study) == []  # once
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    rerun = [t for t in trials if t.user_attrs.get(RETRY_OF) == trial.number]
+    assert len(rerun) == 1 and rerun[0].state == TrialState.WAITING and rerun[0].system_attrs["fixed_params"] == {"x": 2.0}
+    assert rerun[0].user_attrs["purpose"] == "portfolio"
