@@ -47,6 +47,7 @@ def check_objective_measurable(objective: Objective, task: Task, model: nn.Modul
     finally:
         model.train(was_training)
 
+
 def check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
     """The arguments that are not settings, checked before the data is touched."""
     if not isinstance(model, nn.Module):
@@ -55,6 +56,7 @@ def check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
         raise TypeError(f"target must be the name of a DataFrame column (a string) but got {target!r}.")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> scalar tensor, but got {loss_fn!r}.")
+
 
 def make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:
     valid = StudyConfig.field_names()
@@ -65,8 +67,9 @@ def make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyCo
         return StudyConfig(**settings)
     return StudyConfig(**{**{n: getattr(config, n) for n in valid}, **settings})
 
+
 def check_memory(
-    specs: list[OptimizerSpec], params: list[torch.Tensor], config: StudyConfig
+    specs: list[OptimizerSpec], model: nn.Module, config: StudyConfig
 ) -> tuple[list[OptimizerSpec], list[TrialRecord]]:
     """Split the candidates into those that fit the memory budget and those skipped as infeasible.
 
@@ -74,8 +77,8 @@ def check_memory(
     """
     if config.memory_budget is None:
         return specs, []
-    param_bytes = sum(p.numel() * p.element_size() for p in params)
-    need = {s.name: 2 * param_bytes + s.predict_state_bytes(params, s.defaults) for s in specs}
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    need = {s.name: 2 * param_bytes + s.predict_state_bytes(s.parameters_of(model), s.defaults) for s in specs}
     feasible = [s for s in specs if need[s.name] <= config.memory_budget]
     if not feasible:
         smallest = min(specs, key=lambda s: need[s.name])

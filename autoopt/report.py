@@ -39,7 +39,6 @@ class Report:
     tracking_uri: str | None = None  # where MLflow recorded the study, if it did
     parent_run_id: str | None = None
     wall_seconds: float = float("nan")  # the study's wall time in this call, from start to recommendation
-    bare_epoch_seconds: float = float("nan")  # one bare training epoch, measured in the same study
     stored_objective: Objective | None = None  # a stored study's objective (load_report), when no config says it
 
     @property
@@ -50,27 +49,10 @@ class Report:
 
     @property
     def cost(self) -> float:
-        """What the study cost in training-run equivalents (epoch-TRE: epochs spent / epochs of one run)."""
+        """What the study cost in training-run equivalents (epoch-TRE: epochs spent / epochs of one run):
+        what its budget counts. Time is not counted, so that a study decides the same on a busy machine."""
         epochs = getattr(self.config, "epochs", None)
         return self.epochs_spent / epochs if epochs else float("nan")
-
-    @property
-    def charged_cost(self) -> float:
-        """What the budget counted, in TRE: epochs, or time where a trial's epochs cost over
-        ``study.budget.COSTLY`` bare epochs each (never below ``cost``)."""
-        from .study.budget import COSTLY, spent
-
-        epochs = getattr(self.config, "epochs", None)
-        if not epochs or self.study is None or not self.bare_epoch_seconds > 0:
-            return self.cost
-        costly = COSTLY * epochs * self.bare_epoch_seconds
-        return spent(self.study, epochs, costly) / epochs
-
-    @property
-    def wall_cost(self) -> float:
-        """The study's wall time in bare training runs measured in the same study (wall-TRE)."""
-        epochs = getattr(self.config, "epochs", None)
-        return self.wall_seconds / (epochs * self.bare_epoch_seconds) if epochs else float("nan")
 
     @property
     def by_optimizer(self) -> pd.DataFrame:

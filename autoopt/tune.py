@@ -101,7 +101,7 @@ def tune(
         candidates = resolve_specs(config.optimizers)
         if isinstance(config.space, Mapping):
             candidates = apply_space(candidates, config.space)
-        specs, infeasible = check_memory(candidates, trainable, config)
+        specs, infeasible = check_memory(candidates, model, config)
         metric = config.objective.metric  # type: ignore[union-attr]
         setup = TrainingSetup(template, split, task, device, config.epochs, config.batch_size, config.seed,
                               config.divergence_factor, precision=config.precision,
@@ -149,6 +149,9 @@ def tune(
                     + "." + _where_results_are(config)
                 )
             recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
+            groups = muon_groups_of(template, device) if recommendation.optimizer == "muon" else None
+            stored.save_muon_groups(study, groups)
+            describe_groups(recommendation, groups)
             tracker.log_summary(recommendation, trials, records, times, killed)
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -161,8 +164,7 @@ def tune(
                       epochs_spent=float(trials["epochs"].sum()),
                       tracking_uri=getattr(tracker, "tracking_uri", None),
                       parent_run_id=getattr(tracker, "parent_run_id", None),
-                      wall_seconds=time.perf_counter() - started,
-                      bare_epoch_seconds=stored.bare_epoch_seconds(study) or float("nan"))
+                      wall_seconds=time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -273,5 +275,30 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
     objective = stored.load_objective(study)
     trials = trials_table(stored.read_records(study, resolve_specs(None)), objective)
     tracking_uri, parent_run_id = stored.load_tracking(study)
-    return Report(recommend(trials, policy, tolerance, objective), trials, study, tracking_uri=tracking_uri,
+    recommendation = recommend(trials, policy, tolerance, objective)
+    describe_groups(recommendation, stored.load_muon_groups(study))
+    return Report(recommendation, trials, study, tracking_uri=tracking_uri,
                   parent_run_id=parent_run_id, stored_objective=objective)
+
+
+def describe_groups(rec: Any, groups: dict[str, Any] | None) -> None:
+    """What a Muon recommendation's code needs from the study (``muon_groups_of``): the hidden matrices it
+    was trained on, by name, and the dtype of its Newton-Schulz iteration, said in the explanation too."""
+    if rec.optimizer != "muon" or not groups:
+        return
+    rec.muon_parameters, rec.ns_dtype = list(groups["muon_parameters"]), groups["ns_dtype"]
+    why = {"cuda": "as torch's Muon does on CUDA", "fast": "this device's bfloat16 matmul is as fast as float32's",
+           "slow": "this device has no fast bfloat16 matmul, which torch's Muon always uses"}[groups["why"]]
+    rec.explanation += (f"\nMuon optimized {len(rec.muon_parameters)} hidden matrices (AdamW the embeddings, the "
+                        f"output layer, biases and norms); its Newton-Schulz iteration ran in {rec.ns_dtype} ({why}).")
+
+
+def muon_groups_of(model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """Muon's split of ``model`` (the names of its hidden matrices) and its Newton-Schulz dtype on
+    ``device``: stored with the study, so that a stored study's report prints the same code."""
+    from .optimizers.muon import newton_schulz_dtype
+    from .optimizers.param_roles import muon_parameter_names
+
+    dtype = newton_schulz_dtype(device.type)
+    why = "cuda" if device.type == "cuda" else "fast" if dtype == torch.bfloat16 else "slow"
+    return {"muon_parameters": muon_parameter_names(model), "ns_dtype": str(dtype).removeprefix("torch."), "why": why}

@@ -131,6 +131,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
+
     def running_after_a_finished_one():
         now = trials(storage)
         done = [t for t in now if t.state.is_finished()]
@@ -205,6 +206,7 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
            "AUTOOPT_HEARTBEAT_SECONDS": "1"}
     command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
+
     def group_mid_training():
         running = [t for t in trials(storage) if t.state == TrialState.RUNNING
                    and 1 <= len(t.intermediate_values) <= EPOCHS - 8]

@@ -44,12 +44,10 @@ def test_any_budget_gives_a_recommendation_within_it(blobs, budget):
     limit = budget or autoopt.config.DEFAULT_BUDGET
     assert report.recommendation.optimizer in ("adam", "sgd", "momentum")
     if limit >= 1:  # a trial starts only while a whole run fits, so less than one run is left unspent
-        # (in epochs; a trial charged for its time may end past the budget it started within)
-        assert report.cost <= limit and limit - 1 < report.charged_cost and report.cost <= report.charged_cost
+        assert limit - 1 < report.cost <= limit
     else:  # below one run: the first portfolio entry is still trained to the end
         assert report.cost == 1 and len(report.trials) == 1
     assert report.trials["epochs"].sum() == report.cost * 4
-    assert report.wall_cost > 0 and report.bare_epoch_seconds > 0
 
 
 @pytest.fixture

@@ -22,12 +22,14 @@ def optimizers_command(args: argparse.Namespace, argv: list[str]) -> int:
     _print_table(["optimizer", "family", "state per parameter", "search space", "description"], rows)
     return EXIT_OK
 
+
 def _space(spec: OptimizerSpec) -> str:
     from ..optimizers.spec import Categorical, LogUniform
 
     return ", ".join(f"{d.name} {'|'.join(map(str, d.choices))}" if isinstance(d, Categorical)
                      else f"{d.name} {d.low:g}..{d.high:g}{' log' if isinstance(d, LogUniform) else ''}"
                      for d in spec.space)
+
 
 def state_per_parameter(spec: OptimizerSpec) -> str:
     """The optimizer's state at its defaults, in parameter sizes, from its state-size rule.
@@ -46,6 +48,7 @@ def state_per_parameter(spec: OptimizerSpec) -> str:
     vectors = _fit_state(spec, [(5,), (17,), (64,)])
     return matrices if matrices == vectors else f"{matrices} (matrices), {vectors} (vectors)"
 
+
 def _predict_state(spec: OptimizerSpec, shape: tuple[int, ...]) -> int:
     """The rule's bytes for one parameter of ``shape`` in torch's default float dtype."""
     from ..optimizers.spec import ParameterShape, default_float_bytes
@@ -56,6 +59,7 @@ def _predict_state(spec: OptimizerSpec, shape: tuple[int, ...]) -> int:
         import torch
 
         return spec.predict_state_bytes([torch.empty(shape)], spec.defaults)
+
 
 def _fit_state(spec: OptimizerSpec, shapes: list[tuple[int, ...]]) -> str:
     import math
@@ -77,6 +81,7 @@ def _fit_state(spec: OptimizerSpec, shapes: list[tuple[int, ...]]) -> str:
     terms = [f"{k}x params" if k else "", f"{r}x (rows + cols)" if r > 1 else ("rows + cols" if r else ""),
              {0: "", 1: "step"}.get(s, f"{s} scalars")]
     return " + ".join(t for t in terms if t) or "none"
+
 
 def _solve(rows: list[list[int]], values: list[int]) -> list[float]:
     """A solution of ``rows @ x = values`` by Gauss-Jordan elimination in exact fractions, the
@@ -105,6 +110,7 @@ def _solve(rows: list[list[int]], values: list[int]) -> list[float]:
         x[col] = float(m[row][-1])
     return x
 
+
 def recipes_command(args: argparse.Namespace, argv: list[str]) -> int:
     listings = list_recipes()
     if not listings:
@@ -113,6 +119,7 @@ def recipes_command(args: argparse.Namespace, argv: list[str]) -> int:
         return EXIT_FAILURE
     _print_table(["recipe", "description"], [[r.name, r.description] for r in listings])
     return EXIT_OK
+
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]

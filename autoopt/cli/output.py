@@ -14,6 +14,7 @@ def error(message: str, kind: str = "error: ") -> None:
     line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     print(f"autoopt: {kind}{line}", file=sys.stderr)
 
+
 def say(stream: TextIO | None, message: str) -> None:
     if stream is not None:
         print(message, file=stream)
@@ -27,7 +28,8 @@ def print_report(report: Any, study_name: str, storage: str, out: TextIO) -> Non
     print(file=out)
     print("Recommendation:", file=out)
     print(report.recommendation.explanation, file=out)
-    print(f"In code: {report.recommendation.constructor()}", file=out)
+    print("In code:", file=out)
+    print("\n".join("    " + line for line in report.recommendation.code().splitlines()), file=out)
     print(file=out)
     counts = report.trials["outcome"].value_counts()
     outcomes = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o in counts)

@@ -65,6 +65,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     print("Run the same command again to resume the study (raise --trials or --budget to search longer).", file=out)
     return EXIT_OK
 
+
 def _plan(config: Any) -> str:
     """What the run will do, in one line."""
     names = ", ".join(config.optimizers) if config.optimizers else "every registered optimizer"
@@ -79,6 +80,7 @@ def _plan(config: Any) -> str:
     if config.reevaluate_top and config.seeds > 1:
         plan += f"; then the top {config.reevaluate_top} on {config.seeds - 1} more seed(s)"
     return plan
+
 
 def _finished_trials(storage: str, study_name: str) -> int:
     """Search trials already in the storage (0 when there is no such study yet)."""
@@ -108,6 +110,7 @@ def add_worker_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     worker.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     worker.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best one here)")
     worker.set_defaults(handler=worker_command)
+
 
 def worker_command(args: argparse.Namespace, argv: list[str]) -> int:
     """One more process on a shared study: the study's own run, without the report."""

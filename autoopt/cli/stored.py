@@ -19,6 +19,7 @@ def show_command(args: argparse.Namespace, argv: list[str]) -> int:
     print_report(report, name, storage, sys.stdout)
     return EXIT_OK
 
+
 def stored_study(args: argparse.Namespace, hint: str) -> tuple[str, str]:
     """(study name, storage) from ``STUDY`` (a name or a study file) and ``--storage``; a sqlite file
     that does not exist is an error that ends with ``hint``."""
@@ -34,12 +35,14 @@ def stored_study(args: argparse.Namespace, hint: str) -> tuple[str, str]:
         raise ValueError(f"no study database {path} here; {hint}.")
     return name, storage
 
+
 def sqlite_path(storage: str) -> Path | None:
     """The file of a ``sqlite:///`` storage URL, None for anything else (or an in-memory database)."""
     prefix = "sqlite:///"
     if not storage.startswith(prefix) or storage[len(prefix):] in ("", ":memory:"):
         return None
     return Path(storage[len(prefix):].split("?", 1)[0])
+
 
 def sync_command(args: argparse.Namespace, argv: list[str]) -> int:
     from .sync import sync_study

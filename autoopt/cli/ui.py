@@ -28,6 +28,7 @@ def ui_command(args: argparse.Namespace, argv: list[str]) -> int:
           f"http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     return _serve(command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
+
 def _serve(command: list[str], env: dict[str, str]) -> int:
     """Run a server until it exits or this process is stopped (Ctrl-C, SIGTERM, SIGHUP); then stop it.
 
@@ -50,6 +51,7 @@ def _serve(command: list[str], env: dict[str, str]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _stop_group(server)
+
 
 def _stop_group(server: subprocess.Popen) -> None:
     """SIGTERM to the server's process group, SIGKILL to what is left after 10 s."""

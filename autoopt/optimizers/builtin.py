@@ -11,33 +11,34 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .spec import LogUniform, OptimizerSpec, Uniform, dense_state, scalar_bytes
+from .param_roles import muon_groups
+from .spec import LogUniform, OptimizerSpec, Parameters, Uniform, dense_state, scalar_bytes, tensors
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
-def _sgd_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
+def _sgd_state(params: Parameters, hparams: Mapping[str, Any]) -> int:
     # torch's SGD keeps no state at all without momentum
     return dense_state(1)(params, hparams) if hparams.get("momentum", 0.0) else 0
 
 
-def _rmsprop_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
+def _rmsprop_state(params: Parameters, hparams: Mapping[str, Any]) -> int:
     buffers = 1 + bool(hparams.get("momentum", 0.0)) + bool(hparams.get("centered", False))
     return dense_state(buffers, 1)(params, hparams)
 
 
-def _adam_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
+def _adam_state(params: Parameters, hparams: Mapping[str, Any]) -> int:
     return dense_state(3 if hparams.get("amsgrad", False) else 2, 1)(params, hparams)
 
 
-def _adafactor_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
+def _adafactor_state(params: Parameters, hparams: Mapping[str, Any]) -> int:
     # factored second moment: one row and one column vector per matrix, a full vector otherwise
     total = 0
-    for p in params:
+    for p in tensors(params):
         if p.ndim >= 2:
             rows = math.prod(p.shape[:-1])
             cols = math.prod(p.shape[:-2]) * p.shape[-1]
@@ -48,11 +49,16 @@ def _adafactor_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any])
     return total
 
 
-def _muon_state(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
-    matrices = [p for p in params if p.ndim == 2]
-    others = [p for p in params if p.ndim != 2]
+def _muon_state(params: Parameters, hparams: Mapping[str, Any]) -> int:
+    # Muon keeps a momentum buffer per matrix, AdamW two moments and a step per other tensor; groups
+    # flagged use_muon say which is which (muon_groups), a plain list puts every 2-D tensor on Muon
+    if params and all(isinstance(g, Mapping) for g in params):
+        matrices = [p for g in params if g.get("use_muon") for p in g["params"]]
+        others = [p for g in params if not g.get("use_muon") for p in g["params"]]
+    else:
+        matrices = [p for p in params if p.ndim == 2]
+        others = [p for p in params if p.ndim != 2]
     return dense_state(1)(matrices, hparams) + dense_state(2, 1)(others, hparams)
-
 
 
 # --- the shipped optimizers, grouped by family ------------------------------------------------------
@@ -102,10 +108,9 @@ def _standard_specs() -> list[OptimizerSpec]:
         # Muon: orthogonalized momentum for matrices
         OptimizerSpec("muon", "muon", "autoopt.optimizers.muon:MuonWithAdamW",
                       (LogUniform("lr", 1e-3, 0.3), Uniform("momentum", 0.85, 0.98), LogUniform("adamw_lr", 1e-4, 1e-2)),
-                      {"lr": 0.02, "momentum": 0.95, "adamw_lr": 1e-3}, _muon_state,
-                      description="Muon on 2-D weights, AdamW on the rest"),
+                      {"lr": 0.02, "momentum": 0.95, "adamw_lr": 1e-3}, _muon_state, groups=muon_groups,
+                      description="Muon on the hidden matrices; AdamW on embeddings, the output layer and vectors"),
     ]
-
 
 
 # --- learning-rate-free optimizers, from their maintained packages (pip install "autoopt[lrfree]") ----
@@ -127,7 +132,6 @@ def _lr_free_specs() -> list[OptimizerSpec]:
             "prodigy", "lr-free", "prodigyopt:Prodigy", (LogUniform("lr", 0.1, 10.0),), {"lr": 1.0}, dense_state(4),
             description="Prodigy (Mishchenko & Defazio, 2024): Adam with an estimated step size"))
     return specs
-
 
 
 def shipped_specs() -> list[OptimizerSpec]:

@@ -24,6 +24,7 @@ from .schedules import TRAINING_KEYS, check_training_params
 if TYPE_CHECKING:
     import torch
 
+
 @dataclass(frozen=True)
 class LogUniform:
     """A positive value searched on a log scale (learning rates, eps, weight decay)."""
@@ -52,10 +53,12 @@ class Categorical:
 
 Dimension = Union[LogUniform, Uniform, Categorical]
 
+#: Tensors, or parameter groups (dicts whose ``params`` are tensors), as a torch optimizer takes them.
+Parameters = Sequence[Any]
 #: A state-size rule: (parameters, hyperparameters) -> bytes. It may be given ``ParameterShape``
 #: stand-ins instead of tensors (to list the registry without torch), so it should use only their
-#: ``numel()``, ``element_size()``, ``ndim`` and ``shape``.
-StateBytes = Callable[[Sequence["torch.Tensor"], Mapping[str, Any]], int]
+#: ``numel()``, ``element_size()``, ``ndim`` and ``shape``; ``tensors(params)`` flattens groups.
+StateBytes = Callable[[Parameters, Mapping[str, Any]], int]
 
 
 def default_float_bytes() -> int:
@@ -131,10 +134,18 @@ class _ClassField:
 def dense_state(buffers: int, scalars: int = 0) -> StateBytes:
     """State of ``buffers`` parameter-sized tensors and ``scalars`` 0-d tensors per parameter."""
 
-    def state_bytes(params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
-        return sum(buffers * p.numel() * p.element_size() + scalars * scalar_bytes() for p in params)
+    def state_bytes(params: Parameters, hparams: Mapping[str, Any]) -> int:
+        return sum(buffers * p.numel() * p.element_size() + scalars * scalar_bytes() for p in tensors(params))
 
     return state_bytes
+
+
+def tensors(params: Parameters) -> list[torch.Tensor]:
+    """The tensors of a list of tensors or of parameter groups (dicts with ``params``), in order."""
+    out: list[Any] = []
+    for item in params:
+        out.extend(item["params"] if isinstance(item, Mapping) else [item])
+    return out
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,10 @@ class OptimizerSpec:
     #: the optimizer has train() / eval() modes (Schedule-Free): the loop calls them around training
     #: and evaluation, and the weights it is evaluated with are those of eval()
     train_eval_modes: bool = False
+    #: groups(model, tensors by name) -> the parameter groups the optimizer is built over, where its
+    #: authors intend parts of a model for different updates (Muon: hidden matrices and the rest); None:
+    #: the plain list of trainable parameters
+    groups: Callable[[Any, Mapping[str, Any] | None], list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         names = {d.name for d in self.space}
@@ -198,11 +213,22 @@ class OptimizerSpec:
         self.check_arguments(merged)
         return _to_kwargs(merged)
 
-    def build(self, params: Iterable[torch.Tensor], hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
-        """The configured torch optimizer over ``params``."""
+    def build(self, params: Iterable[Any], hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
+        """The configured torch optimizer over ``params``: tensors, or groups (``parameters_of``)."""
         return self.optimizer_class(params, **self.kwargs(hparams))
 
-    def predict_state_bytes(self, params: Sequence[torch.Tensor], hparams: Mapping[str, Any]) -> int:
+    def parameters_of(self, model: Any, params: Mapping[str, torch.Tensor] | None = None) -> list[Any]:
+        """What the optimizer is built over for ``model``: its trainable parameters, or their groups.
+
+        ``params``: the tensors to use, by the model's parameter names (a fused pass's own copies).
+        """
+        if self.groups is not None:
+            return self.groups(model, params)
+        named = dict(model.named_parameters()) if params is None else dict(params)
+        return [p for p in named.values() if p.requires_grad]
+
+    def predict_state_bytes(self, params: Parameters, hparams: Mapping[str, Any]) -> int:
+        """The optimizer state's bytes over ``params`` (tensors or groups), exactly."""
         return self.state_bytes(list(params), {**self.fixed, **hparams})
 
 

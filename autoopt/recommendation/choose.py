@@ -21,7 +21,8 @@ objective such as ``"val_accuracy"`` is weighed the same way.
 
 Policies (``policy=``):
 - ``"default"``: the lowest mean validation loss; among configurations within ``tolerance`` (1%)
-  of it, the fastest to reach the target loss; then the least optimizer memory.
+  of it, the fastest to reach the target loss (in epochs: a count, the same however busy the machine);
+  then the least optimizer memory.
 - ``"loss"``: the lowest mean validation loss, nothing else.
 - ``"speed"``: the fastest to the target among configurations within 5% of the best loss.
 - ``"memory"``: the least memory among configurations within 5% of the best loss, then the loss.

@@ -22,6 +22,7 @@ from ..objective import VAL_LOSS, Objective
 
 BAD_OUTCOMES = ("diverged", "oom", "failed")
 
+
 def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
     """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong.
 
@@ -64,6 +65,7 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
     table["selection"] = smoothed_scores(table)
     return table
 
+
 #: A learning-rate neighbour: the same configuration at a rate this factor up or down (the line
 #: search's step, ``search.line_search.LR_STEP``), within ``NEIGHBOUR_SLACK``.
 NEIGHBOUR_STEP = 10 ** (1 / 3)
@@ -72,6 +74,7 @@ NEIGHBOUR_SLACK = 1.1
 
 #: Weight of the neighbourhood's mean against the configuration's own score (chosen on the dev fold).
 NEIGHBOUR_WEIGHT = 0.5
+
 
 def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
     """Each configuration's score averaged with its learning-rate neighbours' (see the module's doc).
@@ -104,9 +107,11 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
         out.append((1 - NEIGHBOUR_WEIGHT) * own + NEIGHBOUR_WEIGHT * float(np.mean(values)))
     return pd.Series(out, index=configs.index, dtype=float)
 
+
 def _lr_of(params: dict[str, Any]) -> float | None:
     lr = params.get("lr")
     return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else None
+
 
 def _lineage(row: pd.Series) -> tuple:
     """What a configuration shares with its learning-rate neighbours: the optimizer and every other setting."""

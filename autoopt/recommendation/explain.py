@@ -18,12 +18,14 @@ def _speed_text(epochs: float, seconds: float) -> str:
         return "never reached the target"
     return f"target in {epochs:.0f} epochs / {seconds:.2f} s"
 
+
 _REASONS = {
     "default": "the lowest mean validation loss, then the fastest to converge among configurations within {tol:.0%} of it, then the least memory",
     "loss": "the lowest mean validation loss",
     "speed": "the fastest to converge among configurations within {wide:.0%} of the best loss",
     "memory": "the least memory among configurations within {wide:.0%} of the best loss",
 }
+
 
 def _reason(policy: str, objective: Objective) -> str:
     """The policy's rule in words, with the objective in place of "validation loss" where it is another."""
@@ -33,6 +35,7 @@ def _reason(policy: str, objective: Objective) -> str:
     return (reason.replace("the lowest mean validation loss", f"the best mean {objective.describe()}")
             .replace("the best loss", f"the best {objective.name}")
             .replace("the lowest weighted score (", f"the lowest weighted score, {objective.name} as loss ("))
+
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
     """A line naming the configuration with the best unsmoothed loss when the learning-rate smoothing
@@ -55,6 +58,7 @@ def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VA
     return (f"Passed over: {lowest['optimizer']} ({format_params(lowest['params'])}) has the best single {what}, "
             f"{value:.4g}, but its learning-rate neighbours trained worse{numbers} (a low loss between worse "
             "neighbours is often a lucky seed).")
+
 
 def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,
             objective: Objective = VAL_LOSS) -> str:

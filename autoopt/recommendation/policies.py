@@ -22,6 +22,7 @@ WIDE_TOLERANCE = 0.05
 
 Policy = str | Mapping[str, float]
 
+
 def check_policy(policy: Policy) -> None:
     """Raise ValueError for a policy that is neither a known name nor a dict of criterion weights."""
     if isinstance(policy, str):
@@ -38,15 +39,19 @@ def check_policy(policy: Policy) -> None:
     if not any(w > 0 for w in policy.values()):
         raise ValueError(f"policy weights must include a positive one (all zero weigh nothing), got {dict(policy)!r}.")
 
+
 def _within(losses: pd.Series, best: float, tolerance: float) -> pd.Series:
     return losses <= best + tolerance * abs(best)
+
 
 def pick(pool: pd.DataFrame, policy: Policy, tolerance: float) -> pd.Series:
     """The chosen row; "loss" is the objective's score smoothed over learning-rate neighbours
     (``selection``; lower is better, whatever the objective's direction)."""
     pool = pool.assign(score=pool["selection"]) if "selection" in pool else pool
     best = pool["score"].min()
-    speed = pool["seconds_to_target"].fillna(math.inf)
+    # convergence speed is counted in epochs to the target, never in seconds: a count is the same on a
+    # busy machine, so the same study recommends the same configuration however loaded the machine is
+    speed = pool["epochs_to_target"].fillna(math.inf)
     if policy == "loss":
         return pool.loc[pool["score"].idxmin()]
     if policy in ("default", "speed"):

@@ -1,5 +1,5 @@
 """``Recommendation``: the chosen optimizer and its settings, what was measured for them, and why;
-applied in one line (``rec.build(model.parameters())``) or pasted as code (``rec.code()``).
+applied in one line (``rec.build(model)``) or pasted as code (``rec.code()``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,26 @@ class Recommendation:
     policy: str = "default"
     explanation: str = ""
     trial_numbers: list[int] = field(default_factory=list)
+    #: Muon: the names of the parameters it optimized (the hidden matrices; the rest were on AdamW), and
+    #: the dtype its Newton-Schulz iteration ran in on the study's device
+    muon_parameters: list[str] | None = None
+    ns_dtype: str | None = None
 
-    def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        """The recommended torch optimizer over ``params``: ``opt = rec.build(model.parameters())``."""
+    def build(self, model: torch.nn.Module | Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """The recommended torch optimizer for ``model`` (or over a list of its parameters):
+        ``optimizer = rec.build(model)``.
+
+        Given the model, an optimizer whose authors intend parts of a network for different updates gets
+        them as it did in the study (Muon: the hidden matrices; AdamW the embeddings, the output layer
+        and the vectors); given bare parameters, Muon takes every matrix.
+        """
+        import torch
+
         from ..optimizers.registry import get_spec
 
-        return get_spec(self.optimizer).build(params, self.params)
+        spec = get_spec(self.optimizer)
+        params = spec.parameters_of(model) if isinstance(model, torch.nn.Module) else model
+        return spec.build(params, self.params)
 
     @property
     def training_settings(self) -> Any:
@@ -75,7 +89,8 @@ class Recommendation:
         return build_scheduler(optimizer, self.training_settings, total_steps)
 
     def constructor(self) -> str:
-        """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``."""
+        """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``;
+        an optimizer built over parameter groups (Muon) takes ``groups``, which ``code()`` defines."""
         import torch
 
         from ..optimizers.registry import get_spec
@@ -83,13 +98,16 @@ class Recommendation:
         spec = get_spec(self.optimizer)
         cls = spec.optimizer_class
         name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
-                else f"{cls.__module__}.{cls.__qualname__}")
+                else cls.__name__ if spec.groups is not None else f"{cls.__module__}.{cls.__qualname__}")
         kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params).items())
-        return f"{name}(model.parameters(), {kwargs})"
+        if self.ns_dtype is not None:
+            kwargs += f", ns_dtype=torch.{self.ns_dtype}"
+        return f"{name}({'groups' if spec.groups is not None else 'model.parameters()'}, {kwargs})"
 
     def code(self) -> str:
-        """The recommendation as lines of Python: the optimizer, then its schedule and clipping if any."""
-        lines = [f"optimizer = {self.constructor()}"]
+        """The recommendation as lines of Python: the optimizer (for Muon, its import and parameter
+        groups first), then its schedule and clipping if any."""
+        lines = self._group_lines() + [f"optimizer = {self.constructor()}"]
         settings = self.training_settings
         if settings.schedule != "constant" or settings.warmup_fraction > 0:
             lines.append(f"scheduler = recommendation.build_scheduler(optimizer, total_steps)  # {settings.schedule}"
@@ -99,11 +117,36 @@ class Recommendation:
                          "  # after loss.backward(), before optimizer.step()")
         return "\n".join(lines)
 
+    def _group_lines(self) -> list[str]:
+        """For an optimizer built over groups (Muon): its import (a file of its own, torch only, to copy
+        where autoopt is not installed) and the groups it was trained with, by parameter name."""
+        from ..optimizers.registry import get_spec
+
+        cls = get_spec(self.optimizer).optimizer_class
+        if get_spec(self.optimizer).groups is None:
+            return []
+        lines = [f"from {cls.__module__} import {cls.__name__}  # one file that imports only torch: copy it "
+                 "to drop the dependency"]
+        if self.muon_parameters is None:  # a stored study's report: the split is made from the model again
+            return lines + ["from autoopt.optimizers.param_roles import muon_groups",
+                            "groups = muon_groups(model)  # Muon on the hidden matrices, AdamW on the rest"]
+        return lines + [
+            f"hidden = {_name_set(self.muon_parameters)}  # Muon; embeddings, the output layer, biases and norms: AdamW",
+            'groups = [{"params": [p for n, p in model.named_parameters() if n in hidden], "use_muon": True},',
+            '          {"params": [p for n, p in model.named_parameters() if n not in hidden], "use_muon": False}]',
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
         return self.explanation or f"{self.optimizer} {self.params}"
+
+
+def _name_set(names: list[str]) -> str:
+    """A set literal of ``names`` in their order (a set's own repr changes order from run to run)."""
+    return "{" + ", ".join(repr(n) for n in names) + "}" if names else "set()"
+
 
 def _literal(value: Any) -> str:
     if isinstance(value, float):
@@ -112,12 +155,14 @@ def _literal(value: Any) -> str:
         return "(" + ", ".join(_literal(v) for v in value) + ")"
     return repr(value)
 
+
 def format_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
+
 
 def format_params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -105,6 +105,7 @@ class Rendezvous:
 
         return stop
 
+
 def _best(scores: dict[int, float], keep: int) -> list[int]:
     """The ``keep`` members with the lowest scores (ties: the member first in order)."""
     return sorted(scores, key=lambda m: (scores[m], m))[:keep]

@@ -18,6 +18,7 @@ LR_STEP = 10 ** (1 / 3)
 #: Line-search steps at most in one direction (a guard; the budget usually stops it first).
 MAX_STEPS = 6
 
+
 def line_search(runner: StudyRunner) -> None:
     """Step the best configuration's learning rate by LR_STEP up and down; go on while it improves.
 
@@ -48,24 +49,30 @@ def line_search(runner: StudyRunner) -> None:
                     break
                 best_loss = loss
 
+
 def _lr_bounds(spec: OptimizerSpec) -> tuple[float, float]:
     dim = next(d for d in spec.space if d.name == "lr")
     return dim.low, dim.high
 
+
 def _records(runner: StudyRunner) -> list[TrialRecord]:
     return [r for r in read_records(runner.study, runner.specs) if r.purpose != "reevaluation"]
+
 
 def _score(runner: StudyRunner, measurement: Measurement) -> float:
     """The trial's final objective, lower is better: what the line search compares."""
     objective = runner.config.objective
     return objective.score(objective.final(measurement))
 
+
 def _best_completed(runner: StudyRunner) -> Candidate | None:
     done = [r for r in _records(runner) if r.measurement.outcome == "completed"]
     return min(done, key=lambda r: _score(runner, r.measurement)).candidate if done else None
 
+
 def _tried(runner: StudyRunner, candidate: Candidate) -> bool:
     return any(r.candidate.key() == candidate.key() for r in _records(runner))
+
 
 def _loss_of(runner: StudyRunner, candidate: Candidate) -> float | None:
     """The final objective score of ``candidate`` if it completed in this study (any purpose but

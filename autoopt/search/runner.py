@@ -18,7 +18,7 @@ from ..config import StudyConfig
 from ..optimizers.spec import OptimizerSpec
 from ..records import Candidate
 from ..study import budget, trials
-from ..study.stored import bare_epoch_seconds, create_study
+from ..study.stored import create_study
 from ..study.workers import run_forked
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
@@ -52,15 +52,14 @@ class StudyRunner:
         self.study, self.specs, self.setup, self.config = study, specs, setup, config
         self.by_name = {s.name: s for s in specs}
         self.tracker, self.workers, self.progress, self.deadline = tracker, workers, progress, deadline
-        self.costly_seconds = budget.COSTLY * config.epochs * bare_epoch_seconds(study)
         self.fused_size = self._fused_size() if fused else 0  # trials one fused pass may hold; 0: none
 
     def _fused_size(self) -> int:
         """How many trials one fused pass holds: MAX_FUSED, or fewer where memory (or the budget) says so,
         planned for the optimizer with the largest state."""
         cap = MAX_FUSED.get(self.setup.device.type, MAX_FUSED_OTHER)
-        params = [p for p in self.setup.template.parameters() if p.requires_grad]
-        largest = max(self.specs, key=lambda s: s.predict_state_bytes(params, s.defaults))
+        model = self.setup.template
+        largest = max(self.specs, key=lambda s: s.predict_state_bytes(s.parameters_of(model), s.defaults))
         member = (largest, Candidate(largest.name, dict(largest.defaults)))
         return max_group_size(self.setup, [member] * cap, memory_budget=self.config.memory_budget)
 
@@ -69,7 +68,7 @@ class StudyRunner:
         left = math.inf
         limit = self.config.search_epochs if not reevaluation else self.config.total_epochs
         if limit is not None:
-            left = math.floor((limit - budget.spent(self.study, self.config.epochs, self.costly_seconds))
+            left = math.floor((limit - budget.spent(self.study, self.config.epochs))
                               / self.config.epochs + 1e-9)
             if not budget.completed_trials(self.study) and not reevaluation:
                 left = max(left, 1)  # a study always trains one run to the end, however small its budget

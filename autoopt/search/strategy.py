@@ -24,10 +24,10 @@ each still its own trial; line-search steps and TPE trials, which wait on the on
 The recommendation (``autoopt.recommendation``) then compares configurations by their loss averaged with their
 learning-rate neighbours', which guards longer searches against a lucky single-seed loss.
 
-The budget is in training-run equivalents (TRE): epochs spent over the epochs of one run, and a trial
-whose epochs take more than ``COSTLY`` times a bare epoch (one plain pass over the data, measured once
-per study) is charged for the extra time. A trial starts only while a whole run fits in what is left,
-so the budget is never overrun and no run is cut short by it. Every step is stored in the study, so a
+The budget is in training-run equivalents (TRE): epochs spent over the epochs of one run, whatever the
+optimizer costs per epoch, so that every decision is a count and the same study trains the same trials
+on a busy machine as on a quiet one (``tests/search/test_load.py``). A trial starts only while a whole
+run fits in what is left, so the budget is never overrun and no run is cut short by it. Every step is stored in the study, so a
 resumed study replays the same decisions from its storage and queues nothing twice.
 """
 
@@ -39,10 +39,8 @@ from typing import Any
 from ..config import StudyConfig
 from ..optimizers.spec import OptimizerSpec
 from ..study import budget
-from ..study.stored import bare_epoch_seconds, save_bare_epoch_seconds
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
-from ..training.bare_epoch import measure_bare_epoch
 from ..training.loop import TrainingSetup
 from .halving import HALVING_BELOW, run_halving
 from .line_search import line_search
@@ -59,8 +57,6 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     seed) train in one fused pass (``training.fused``) instead of one after another; the caller decides
     whether the model allows it (``training.fused.eligibility.why_not_fused``).
     """
-    if bare_epoch_seconds(study) is None:
-        save_bare_epoch_seconds(study, measure_bare_epoch(setup))
     progress = ProgressBar.for_study(config, budget.spent(study, config.epochs), config.verbose)
     clock = budget.start_clock(study)  # the timeout is the study's total: earlier processes' time counts
     deadline = None if config.timeout is None else time.monotonic() + clock.left(config.timeout)

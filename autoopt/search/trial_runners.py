@@ -70,6 +70,7 @@ def trial_runner(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracke
 
     return run_trial
 
+
 def group_trainer(by_name: dict[str, OptimizerSpec], setup: TrainingSetup, tracker: Tracker,
                    progress: ProgressBar, group_stop: GroupStop | None = None) -> TrainGroup:
     """Train a group of trials of one seed in one fused pass, with the tracker and the progress bar told

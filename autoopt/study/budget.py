@@ -17,16 +17,15 @@ from optuna.trial import TrialState
 
 SEARCH_PURPOSES = ("portfolio", "refine", "search")
 
-#: A trial whose epochs take more than this many bare epochs is charged for its time, not its epochs.
-COSTLY = 2.0
-
 #: The study user attribute holding its total search-trial budget (n_trials), for every process.
 TRIAL_BUDGET_ATTR = "autoopt:n_trials"
+
 
 def save_trial_budget(study: optuna.Study, n_trials: int | None) -> None:
     """Store the study's total n_trials in the storage, where every process's ``run`` reads it."""
     if n_trials is not None and study.user_attrs.get(TRIAL_BUDGET_ATTR) != n_trials:
         study.set_user_attr(TRIAL_BUDGET_ATTR, n_trials)
+
 
 def stop_at_study_total(total: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """An Optuna callback: stop this process once the study (all processes) has ``total`` search trials.
@@ -44,10 +43,12 @@ def stop_at_study_total(total: int) -> Callable[[optuna.Study, optuna.trial.Froz
 
     return callback
 
+
 #: The study user attribute holding the seconds its search has run, all processes together.
 SEARCH_SECONDS_ATTR = "autoopt:search_seconds"
 
 _CLOCKS: dict[str, StudyClock] = {}
+
 
 class StudyClock:
     """The study's search time, a total like n_trials: what earlier processes stored, plus this one's.
@@ -71,10 +72,12 @@ class StudyClock:
         if seconds > float(study.user_attrs.get(SEARCH_SECONDS_ATTR, 0.0)):
             study.set_user_attr(SEARCH_SECONDS_ATTR, seconds)
 
+
 def start_clock(study: optuna.Study) -> StudyClock:
     """Start this process's share of the study's search time; ``run`` saves it after each trial."""
     clock = _CLOCKS[study.study_name] = StudyClock(study)
     return clock
+
 
 def save_clock(study: optuna.Study, *_: Any) -> None:
     """Store this process's share of the study's search time (an Optuna callback too), if it keeps one."""
@@ -88,33 +91,28 @@ def stop_clock(study: optuna.Study) -> None:
     if clock is not None:
         clock.save(study)
 
-def spent(study: optuna.Study, epochs: int, costly_seconds: float | None = None) -> float:
-    """Epochs charged so far: each ended trial's epochs, or its time in epochs where that is more.
 
-    ``costly_seconds``: the training time of a run of ``epochs`` epochs at COSTLY x a bare epoch; a trial
-    that took longer per epoch is charged ``seconds / costly_seconds * epochs`` instead of its epochs.
+def spent(study: optuna.Study, epochs: int) -> float:
+    """Epochs charged so far: every ended trial's epochs (``epochs`` is one run's, for the callers' TRE).
+
+    Epochs, not seconds: a study's decisions (what fits in the budget) are counts, so the same study
+    trains the same trials on a busy machine as on a quiet one.
     """
-    total = 0.0
-    for t in study.get_trials(deepcopy=False):
-        m = t.user_attrs.get("measurement")
-        if m is None:
-            continue
-        n = len(m.get("epochs", []))
-        seconds = float(m.get("seconds", 0.0) or 0.0)
-        # runs trained at once (successive halving) share the cores, so their seconds say nothing of cost
-        timed = costly_seconds and not t.user_attrs.get("group")
-        total += max(n, seconds / costly_seconds * epochs) if timed else n
-    return total
+    return float(sum(len(t.user_attrs["measurement"].get("epochs", []))
+                     for t in study.get_trials(deepcopy=False) if "measurement" in t.user_attrs))
+
 
 def completed_trials(study: optuna.Study) -> int:
     """Trials that trained for their whole budget (diverged ones report COMPLETE with a penalty)."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                if t.user_attrs.get("measurement", {}).get("outcome") == "completed")
 
+
 def waiting_trials(study: optuna.Study, purpose: str | None = None) -> int:
     """Enqueued trials (of ``purpose``, or any) not started yet."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                if purpose is None or t.user_attrs.get("purpose") == purpose)
+
 
 def finished_trials(study: optuna.Study, purposes: Sequence[str] = SEARCH_PURPOSES) -> int:
     """Trials of these purposes that ended (interrupted ones excepted): the budget already spent."""

@@ -29,6 +29,7 @@ def make_sampler(kind: str | optuna.samplers.BaseSampler, seed: int) -> optuna.s
         # group=True: each optimizer's dimensions form their own subspace of the conditional space
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
 
+
 def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
     if isinstance(kind, optuna.pruners.BasePruner):
         return kind
@@ -45,6 +46,7 @@ def make_pruner(kind: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pr
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     return optuna.pruners.NopPruner()
+
 
 def create_study(
     *,
@@ -80,8 +82,10 @@ def create_study(
     _check_stored_objective(study, objective)
     return study
 
+
 #: The study user attribute naming its objective: {"name": ..., "direction": ...}.
 OBJECTIVE_ATTR = "autoopt:objective"
+
 
 def _check_stored_objective(study: optuna.Study, objective: Objective) -> None:
     """Record the study's objective; refuse to resume a study made for another one."""
@@ -96,21 +100,16 @@ def _check_stored_objective(study: optuna.Study, objective: Objective) -> None:
     if stored is None:
         study.set_user_attr(OBJECTIVE_ATTR, wanted)
 
+
 def load_objective(study: optuna.Study) -> Objective:
     """The objective a stored study was made for (its values are in the trials' records)."""
     stored = study.user_attrs.get(OBJECTIVE_ATTR) or {"name": VAL_LOSS.name, "direction": "minimize"}
     return Objective.recorded(stored["name"], stored["direction"])
 
+
 def _describe(storage: Any) -> str:
     return repr(str(storage)) if isinstance(storage, (str, Path)) else type(storage).__name__
 
-def bare_epoch_seconds(study: optuna.Study) -> float | None:
-    """Seconds of one bare training epoch on this study's model and data (the wall-time unit)."""
-    value = study.user_attrs.get("bare_epoch_seconds")
-    return None if value is None else float(value)
-
-def save_bare_epoch_seconds(study: optuna.Study, seconds: float) -> None:
-    study.set_user_attr("bare_epoch_seconds", float(seconds))
 
 def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[TrialRecord]:
     """Every finished trial of the study as a TrialRecord, read back from the storage."""
@@ -134,14 +133,17 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
         )
     return records
 
+
 def save_tracking(study: optuna.Study, tracking_uri: str | None, parent_run_id: str | None) -> None:
     """Where MLflow records this study, so that a stored study can say where its record is."""
     if tracking_uri and parent_run_id:
         study.set_user_attr("mlflow", {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id})
 
+
 def load_tracking(study: optuna.Study) -> tuple[str | None, str | None]:
     record = study.user_attrs.get("mlflow") or {}
     return record.get("tracking_uri"), record.get("parent_run_id")
+
 
 def quiet_optuna() -> int:
     """Silence Optuna's per-trial INFO lines (we show our own progress); returns the old level."""
@@ -149,5 +151,20 @@ def quiet_optuna() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return level
 
+
 def restore_optuna_verbosity(level: int) -> None:
     optuna.logging.set_verbosity(level)
+
+
+#: The study user attribute holding Muon's split of the model (``tune.muon_groups_of``), for reports
+#: rebuilt from the storage without the model.
+MUON_GROUPS_ATTR = "autoopt:muon_groups"
+
+
+def save_muon_groups(study: optuna.Study, groups: dict[str, Any] | None) -> None:
+    if groups is not None and study.user_attrs.get(MUON_GROUPS_ATTR) != groups:
+        study.set_user_attr(MUON_GROUPS_ATTR, groups)
+
+
+def load_muon_groups(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(MUON_GROUPS_ATTR)

@@ -28,6 +28,8 @@ from .batches import DEFAULT_TARGET_KEY, LoaderPart, Split, TensorPart, all_tens
 #: Features or regression targets larger than this (in absolute value) after intake are badly scaled:
 #: every optimizer's default learning rate assumes values of order 1.
 SCALE_WARNING = 1e3
+
+
 def prepare_data(
     data: Any,
     *,

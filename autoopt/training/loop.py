@@ -27,7 +27,7 @@ from torch import nn
 
 from ..objective import MetricFn
 from ..optimizers.schedules import Schedule, split_params
-from ..optimizers.spec import OptimizerSpec
+from ..optimizers.spec import OptimizerSpec, tensors
 from ..records import Candidate, EpochRecord, Measurement
 from .batches import VAL_CHUNK, LoaderPart, Part, Split
 from .device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory, synchronize
@@ -166,15 +166,27 @@ def train_candidate(
 ) -> Measurement:
     """Train a fresh model with ``candidate`` for ``setup.epochs`` epochs and measure it.
 
-    >>> # see tests/test_training.py for runnable examples
+    Torch's random numbers (dropout masks, random augmentations in the model) are drawn from ``seed``
+    on a forked random state: every candidate of a seed draws the same numbers, whatever trained
+    before it, and the caller's random state is left as it was.
+
+    >>> # see tests/training/test_loop.py for runnable examples
     """
+    rng_devices = [setup.device.index or 0] if setup.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(seed)
+        return _train(setup, spec, candidate, seed, on_epoch)
+
+
+def _train(setup: TrainingSetup, spec: OptimizerSpec, candidate: Candidate, seed: int,
+           on_epoch: OnEpoch | None) -> Measurement:
     device = setup.device
     measurement = Measurement(outcome="completed")
     model = optimizer = None
     try:
         model = setup.fresh_model(seed).to(device)
         model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = spec.parameters_of(model)  # tensors, or groups (Muon: hidden matrices and the rest)
         optimizer_params, settings = split_params(candidate.params)
         optimizer = spec.build(params, optimizer_params)
         modes = spec.train_eval_modes
@@ -211,7 +223,7 @@ def train_candidate(
                 if clip_norm is not None:
                     if scaler is not None:
                         scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                    torch.nn.utils.clip_grad_norm_(tensors(params), clip_norm)
                 if schedule is not None:
                     schedule.before_step()
                 if scaler is None:

@@ -155,7 +155,7 @@ def test_run_prints_table_recommendation_and_where_it_is_stored(project, capsys)
     out = captured.out
     assert "Best configuration of each optimizer:" in out and "val_loss" in out
     assert "Recommendation:" in out and "Chosen by policy 'default'" in out
-    assert "In code: torch.optim." in out
+    assert "In code:\n    optimizer = torch.optim." in out
     assert "Study 'tiny':" in out and "sqlite:///tiny.db" in out
     assert "MLflow: not recorded" in out
     assert "study 'tiny' in sqlite:///tiny.db" in captured.err  # the plan, on stderr
@@ -197,9 +197,9 @@ def test_run_again_resumes_and_a_larger_budget_searches_more(project, capsys):
 
 
 def test_ctrl_c_exits_130_with_the_resume_command_and_a_rerun_continues(project, capsys, monkeypatch):
-    # the recipe's model raises KeyboardInterrupt on its 30th forward call: a few calls into trial 2 or 3
-    # (the bare epoch that sets the study's time unit and trial 1 take the first ones)
-    monkeypatch.setenv("AUTOOPT_TEST_INTERRUPT_AT", "30")
+    # the recipe's model raises KeyboardInterrupt on its 18th forward call: a few calls into trial 2 or 3
+    # (task inference and trial 1 take the first ones)
+    monkeypatch.setenv("AUTOOPT_TEST_INTERRUPT_AT", "18")
     argv = ["run", "studies/tiny.toml", "--no-tracking", "--quiet"]
     assert main(argv) == 130
     message = one_line_error(capsys.readouterr().err, prefix="autoopt: interrupted; ")
@@ -225,7 +225,7 @@ def test_show_rebuilds_the_report_from_the_storage(project, capsys):
     assert main(["show", "tiny"]) == 0
     shown = capsys.readouterr().out
     assert "Recommendation:" in shown and "Best configuration of each optimizer:" in shown
-    recommended = next(line for line in ran.splitlines() if line.startswith("In code:"))
+    recommended = ran[ran.index("In code:"):].split("\n\n")[0]  # the code lines up to the blank line
     assert recommended in shown
     assert main(["show", "studies/tiny.toml"]) == 0  # a study file stands for its name and storage
     assert recommended in capsys.readouterr().out

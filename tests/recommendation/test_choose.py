@@ -38,6 +38,13 @@ def test_default_prefers_the_faster_of_two_within_tolerance():
     assert "adam" in rec.explanation and "-0.8%" in rec.explanation
 
 
+def test_speed_is_counted_in_epochs_not_in_seconds_that_load_can_move():
+    rows = table(("adam", 1e-3, 0, "completed", 0.500, 2.0), ("momentum", 0.1, 0, "completed", 0.502, 1.0))
+    rows.loc[0, "epochs_to_target"], rows.loc[1, "epochs_to_target"] = 4, 6  # adam: fewer epochs, more seconds
+    assert recommend(rows).optimizer == "adam"
+    assert recommend(rows, policy="speed").optimizer == "adam"
+
+
 def test_default_breaks_a_speed_tie_by_memory():
     rec = recommend(table(("adam", 1e-3, 0, "completed", 0.500, 1.0), ("sgd", 0.1, 0, "completed", 0.503, 1.0)))
     assert rec.optimizer == "sgd"

@@ -27,6 +27,7 @@ from .stacked_model import StackedModel
 #: which fusing shares (HFTA, Wang et al., MLSys 2021). ``fused=True`` fuses on any device.
 DEFAULT_DEVICES = frozenset({"cuda"})
 
+
 def member_problem(candidate: Candidate) -> str | None:
     """Why ``candidate`` cannot be a member of a fused pass, or None.
 
@@ -37,6 +38,7 @@ def member_problem(candidate: Candidate) -> str | None:
     if settings != TrainingSettings():
         return f"{candidate.key()} has its own training settings ({settings}), which the fused loop does not apply"
     return None
+
 
 def why_not_fused(setup: TrainingSetup, specs: Sequence[OptimizerSpec]) -> str | None:
     """Why a study of ``specs`` on ``setup`` trains its trials one at a time, or None: it can fuse them.
@@ -65,6 +67,7 @@ SUPPORTED_SETUP_FIELDS = frozenset(
 )
 
 _PROBE_BATCH = 8
+
 
 def fusable(setup: TrainingSetup) -> str | None:
     """None if K copies of ``setup.template`` can train in one vmapped pass, else a one-line reason.
@@ -110,6 +113,7 @@ def fusable(setup: TrainingSetup) -> str | None:
         return f"the model's own forward/backward failed on a batch: {_one_line(exc)}"
     return _compare(stack, model, losses.detach(), ref_loss.detach())
 
+
 def unsupported_setup(setup: TrainingSetup) -> str | None:
     """A reason if ``setup`` uses an option the fused loop does not reproduce, else None."""
     for f in dataclasses.fields(setup):
@@ -120,6 +124,7 @@ def unsupported_setup(setup: TrainingSetup) -> str | None:
         if default is dataclasses.MISSING or getattr(setup, f.name) != default:
             return f"the fused trainer does not support TrainingSetup.{f.name} (set to {getattr(setup, f.name)!r})"
     return None
+
 
 def _compare(stack: StackedModel, model: nn.Module, losses: torch.Tensor, ref_loss: torch.Tensor) -> str | None:
     """A reason if the fused pass's loss, gradients or buffers differ from the model's own."""
@@ -148,10 +153,12 @@ def _compare(stack: StackedModel, model: nn.Module, losses: torch.Tensor, ref_lo
             return f"the fused pass gives a different value of {what} than the model's own (max difference {diff:.3g})"
     return None
 
+
 def _has_accuracy(model: nn.Module, task: Task, xb: torch.Tensor, yb: torch.Tensor) -> bool:
     model.eval()  # as training.evaluate, and so that BatchNorm's statistics stay as they are
     with torch.no_grad():
         return task.correct(model(xb), yb) is not None
+
 
 def has_accuracy(setup: TrainingSetup, model: nn.Module) -> bool:
     """Whether ``training.loop.evaluate`` reports an accuracy for this task (one forward of a small batch)."""
@@ -161,6 +168,7 @@ def has_accuracy(setup: TrainingSetup, model: nn.Module) -> bool:
         return _has_accuracy(model, setup.task, xb, yb)
     finally:
         model.train(was_training)
+
 
 @dataclasses.dataclass
 class _OneBatch:
@@ -175,6 +183,7 @@ class _OneBatch:
     def batches(self, batch_size: int, generator: torch.Generator | None):
         yield self.X, self.y
 
+
 def _vmap_reason(exc: BaseException) -> str:
     text = str(exc).lower()
     if "data-dependent control flow" in text or "is_nonzero" in text or ".item()" in text:
@@ -186,6 +195,7 @@ def _vmap_reason(exc: BaseException) -> str:
     else:
         hint = "vmap cannot run the model"
     return f"{hint}: {_one_line(exc)}"
+
 
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()

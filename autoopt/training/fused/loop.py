@@ -81,7 +81,7 @@ class _Member:
     candidate: Candidate
     on_epoch: OnEpoch | None
     optimizer: torch.optim.Optimizer
-    params: list[nn.Parameter]
+    params: list  # its leaf tensors, or their groups: what its optimizer was built over
     measurement: Measurement = field(default_factory=lambda: Measurement(outcome="completed"))
     shared_seconds: float = 0.0  # this epoch: its share of the passes it took part in
     own_seconds: float = 0.0  # this epoch: its own optimizer steps
@@ -168,7 +168,9 @@ class _FusedRun:
             _Member(spec, candidate, callback, spec.build(params, {
                 **candidate.params, **(_implementation(spec, candidate.params, self.device) if fast_optimizers else {})
             }), params)
-            for (spec, candidate), callback, params in zip(members, callbacks, self.stack.leaves)
+            for (spec, candidate), callback, leaves in zip(members, callbacks, self.stack.leaves)
+            # each member's own leaves, grouped as the optimizer wants them (Muon: by the model's names)
+            for params in [spec.parameters_of(model, dict(zip(self.stack.trainable, leaves)))]
         ]
         self.alive = list(self.members)  # row r of the stack is alive[r]
         self.totals = torch.zeros(len(self.alive), device=self.device)

@@ -9,12 +9,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ...optimizers.spec import OptimizerSpec
+from ...optimizers.spec import OptimizerSpec, Parameters, tensors
 from ...records import Candidate
 from ..loop import TrainingSetup
 from .stacked_model import activation_bytes
-
-
 
 #: Share of the machine's available RAM a fused group may plan to use on CPU (the rest is left to
 #: the data, the process and the other programs on the machine).
@@ -23,12 +21,15 @@ CPU_MEMORY_SHARE = 0.5
 #: Share of the CUDA device's free memory a fused group may plan to use (allocator slack, kernels' workspace).
 CUDA_MEMORY_SHARE = 0.8
 
-def param_bytes(params: Sequence[torch.Tensor]) -> int:
-    return sum(p.numel() * p.element_size() for p in params)
 
-def member_bytes(params: Sequence[torch.Tensor], spec: OptimizerSpec, hparams) -> int:
+def param_bytes(params: Parameters) -> int:
+    return sum(p.numel() * p.element_size() for p in tensors(params))
+
+
+def member_bytes(params: Parameters, spec: OptimizerSpec, hparams) -> int:
     """Parameters + gradients + predicted optimizer state of one member."""
     return 2 * param_bytes(params) + spec.predict_state_bytes(params, hparams)
+
 
 def max_group_size(setup: TrainingSetup, members: Sequence[tuple[OptimizerSpec, Candidate]], *,
                    memory_budget: int | None = None) -> int:
@@ -55,20 +56,20 @@ def max_group_size(setup: TrainingSetup, members: Sequence[tuple[OptimizerSpec, 
     members = list(members)
     if not members:
         return 0
-    params = [p for p in setup.template.parameters() if p.requires_grad]
     xb, yb = next(iter(setup.split.train.batches(setup.batch_size, None)))
     activations = activation_bytes(setup.template, xb, yb, setup.task.loss_fn)
     device_room = _device_room(setup.device)
     trained = device = 0
     size = 0
     for spec, candidate in members:
-        need = member_bytes(params, spec, candidate.params)
+        need = member_bytes(spec.parameters_of(setup.template), spec, candidate.params)
         trained += need
         device += need + activations
         if size and (device > device_room or (memory_budget is not None and trained > memory_budget)):
             break
         size += 1
     return size
+
 
 def _device_room(device: torch.device) -> int:
     """Bytes a fused group may plan to use on ``device``."""
@@ -78,6 +79,7 @@ def _device_room(device: torch.device) -> int:
     if device.type == "mps":
         return int((torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()) * CUDA_MEMORY_SHARE)
     return int(_available_ram() * CPU_MEMORY_SHARE)
+
 
 def _available_ram() -> int:
     try:
