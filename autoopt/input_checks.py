@@ -15,7 +15,7 @@ from .objective import Objective
 from .optimizers.spec import OptimizerSpec
 from .recommendation.record import format_bytes
 from .records import Candidate, Measurement, TrialRecord
-from .training.loop import metric_values
+from .training.evaluation import metric_values
 from .training.task import Task
 
 

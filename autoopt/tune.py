@@ -39,7 +39,7 @@ from .tracking.tracker import Tracker, make_tracker
 from .training.device import select_device
 from .training.fused import eligibility as fused_eligibility
 from .training.intake import prepare_data
-from .training.loop import TrainingSetup
+from .training.setup import TrainingSetup
 from .training.task import LossFn, OutputFn, StepFn, check_device, infer_task
 
 

@@ -13,7 +13,8 @@ import autoopt
 from autoopt.optimizers.registry import get_spec
 from autoopt.records import Candidate
 from autoopt.training.intake import prepare_data
-from autoopt.training.loop import TrainingSetup, train_candidate
+from autoopt.training.loop import train_candidate
+from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

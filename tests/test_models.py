@@ -16,7 +16,8 @@ from autoopt.optimizers.registry import get_spec
 from autoopt.optimizers.schedules import TrainingSettings, build_scheduler
 from autoopt.records import Candidate
 from autoopt.training.intake import prepare_data
-from autoopt.training.loop import TrainingSetup, train_candidate
+from autoopt.training.loop import train_candidate
+from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
 
 

@@ -11,15 +11,14 @@ against 40%).
 from __future__ import annotations
 
 import math
-import threading
 
 from ..objective import Objective
 from ..records import EpochRecord
 from ..study import trials
-from ..training.fused.loop import GroupStop
+from ..training.loop import GroupStop
 from .portfolio import portfolio_candidates
 from .runner import StudyRunner
-from .trial_runners import group_trainer, trial_runner
+from .trial_runners import group_trainer
 
 #: Budgets (TRE) below which the portfolio is raced by successive halving instead of run entry by entry.
 HALVING_BELOW = 3.0
@@ -48,51 +47,14 @@ def halving_plan(n: int, epochs: int, rate: int) -> tuple[list[int], list[int], 
 
 
 class Rendezvous:
-    """Where runs trained at once meet at each rung: each waits for the others, then the best go on.
+    """A race's rungs: ``keep`` maps a rung epoch to how many runs continue past it."""
 
-    ``keep`` maps a rung epoch to how many runs continue past it. A run that ends for any reason before
-    a rung (diverged, failed, completed) calls ``leave`` so that nobody waits for it.
-    """
-
-    def __init__(self, keep: dict[int, int], members: int) -> None:
-        self.keep, self.members = keep, members
-        self._cond = threading.Condition()
-        self._joined = 0  # no decision before every member has started: a late one would miss it
-        self._running: set[int] = set()
-        self._losses: dict[int, dict[int, float]] = {epoch: {} for epoch in keep}
-
-    def join(self, member: int) -> None:
-        with self._cond:
-            self._running.add(member)
-            self._joined += 1
-            self._cond.notify_all()
-
-    def leave(self, member: int) -> None:
-        with self._cond:
-            self._running.discard(member)
-            self._cond.notify_all()
-
-    def should_stop(self, member: int, epoch: int, loss: float) -> bool:
-        """At a rung, wait for every running member, then stop unless among the ``keep[epoch]`` best.
-
-        ``loss``: lower is better (the objective's score)."""
-        if epoch not in self.keep:
-            return False
-        with self._cond:
-            losses = self._losses[epoch]
-            losses[member] = loss if math.isfinite(loss) else math.inf
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self._joined >= self.members and self._running <= set(losses))
-            best = _best(losses, self.keep[epoch])
-            if member not in best:
-                self._running.discard(member)
-                self._cond.notify_all()
-                return True
-            return False
+    def __init__(self, keep: dict[int, int]) -> None:
+        self.keep = keep
 
     def group_stop(self, objective: Objective) -> GroupStop:
-        """The rungs for runs trained in one fused pass, where every member's epoch ends at once: at a
-        rung, the members not among the ``keep[epoch]`` best stop (ranked by ``objective``)."""
+        """The members to stop at an epoch where every member's epoch ended: at a rung, those not among
+        the ``keep[epoch]`` best (ranked by ``objective``)."""
 
         def stop(epoch: int, records: dict[int, EpochRecord]) -> set[int]:
             if epoch not in self.keep:
@@ -114,9 +76,8 @@ def _best(scores: dict[int, float], keep: int) -> list[int]:
 def run_halving(runner: StudyRunner) -> None:
     """Successive halving with continuation over as many portfolio entries as the budget affords.
 
-    The entries train at once in threads (or in one fused pass); at each rung every running entry
-    waits for the others (a ``Rendezvous``), and only the best 1/HALVING_RATE go on. Each entry is
-    still one trial.
+    The entries train together (in one fused pass, or side by side an epoch each in turn); at each
+    rung only the best 1/HALVING_RATE go on (a ``Rendezvous``). Each entry is still one trial.
     """
     config = runner.config
     entries = portfolio_candidates(runner.specs)[:HALVING_MAX]
@@ -129,16 +90,11 @@ def run_halving(runner: StudyRunner) -> None:
     sizes, rungs, _ = halving_plan(n, epochs, HALVING_RATE)
     for i, candidate in enumerate(entries[:n]):
         runner.enqueue(candidate, "portfolio", extra={"portfolio_index": i, "group": True}, once=f"portfolio:{i}")
-    rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])), n)
-    portfolio = frozenset({"portfolio"})
-    if runner.fused_size >= n:  # one fused pass; its rungs are decided once an epoch
-        train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,
-                              rendezvous.group_stop(config.objective))
-        trials.run_together(runner.study, runner.specs, train, config.seed, config.space, n=n, max_size=n,
-                            purposes=portfolio, objective=config.objective)
-        return
-    run_trial = trial_runner(runner.by_name, runner.setup, runner.tracker, runner.progress, rendezvous,
-                             config.objective)
-    objective = trials.make_objective(runner.specs, run_trial, config.seed, config.space, purposes=portfolio,
-                                      objective=config.objective)
-    trials.run(runner.study, objective, n_trials=n, timeout=None, n_jobs=n)
+    rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])))
+    # one group: fused where one pass holds it, else side by side, an epoch each in turn; its rungs are
+    # decided once an epoch, when every member's epoch has ended
+    fused = runner.fused_size >= n
+    train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,
+                          rendezvous.group_stop(config.objective), fused=fused)
+    trials.run_together(runner.study, runner.specs, train, config.seed, config.space, n=n, max_size=n,
+                        purposes=frozenset({"portfolio"}), objective=config.objective, fused=fused)

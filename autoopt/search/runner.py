@@ -23,7 +23,7 @@ from ..study.workers import run_forked
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
 from ..training.fused.sizing import max_group_size
-from ..training.loop import TrainingSetup
+from ..training.setup import TrainingSetup
 from .trial_runners import group_trainer, trial_runner
 
 #: At most this many trials in one fused pass (memory may allow fewer: ``fused.sizing.max_group_size``).

@@ -41,7 +41,7 @@ from ..optimizers.spec import OptimizerSpec
 from ..study import budget
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
-from ..training.loop import TrainingSetup
+from ..training.setup import TrainingSetup
 from .halving import HALVING_BELOW, run_halving
 from .line_search import line_search
 from .portfolio import run_portfolio

@@ -188,13 +188,14 @@ GROUP_SIZE_ATTR = "trained_together"
 
 def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_group: TrainGroup, seed: int,
                  space: str, *, n: int, max_size: int, purposes: frozenset[str],
-                 objective: Objective = VAL_LOSS, deadline: float | None = None) -> None:
+                 objective: Objective = VAL_LOSS, deadline: float | None = None, fused: bool = True) -> None:
     """Run the next ``n`` queued trials like ``run``, but up to ``max_size`` of one seed at a time in one
     ``train_group`` call (ask and tell: each is still one trial, told its own value or state).
 
     A group is the queued trials that come next and share a seed, so the trials run in the order they
     were queued, as ``run`` runs them. Ctrl-C ends every member of the group "interrupted", as ``run``
     ends the one trial it is training. No group starts after ``deadline`` (``time.monotonic()``).
+    ``fused``: the group trains in one fused pass, which each member's ``GROUP_SIZE_ATTR`` records.
     """
     left = n
     while left > 0 and (deadline is None or time.monotonic() < deadline):
@@ -235,7 +236,7 @@ def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_grou
                         _tell(study, trial, so_far[j] if j < len(so_far) else Measurement("interrupted"), objective)
                     raise
                 for (trial, _), measurement in zip(group, measurements):
-                    if len(group) > 1:
+                    if fused and len(group) > 1:
                         trial.set_user_attr(GROUP_SIZE_ATTR, len(group))
                     _tell(study, trial, measurement, objective)
         save_clock(study)

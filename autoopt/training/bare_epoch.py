@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .device import synchronize
-from .loop import TrainingSetup, evaluate
+from .evaluation import evaluate
+from .setup import TrainingSetup
 
 #: Batches trained, untimed, before a bare epoch is timed: a process's first steps pay once for lazy
 #: initialization (the autograd engine, the allocator, kernel selection) that no trial's epochs pay;

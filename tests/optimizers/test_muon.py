@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import autoopt
-from autoopt.optimizers.muon import Muon, MuonWithAdamW, newton_schulz_dtype, orthogonalize
+from autoopt.optimizers.muon import Muon, newton_schulz_dtype, orthogonalize
 from autoopt.optimizers.param_roles import MUON_ROLES, muon_groups, parameter_roles
 from autoopt.optimizers.registry import get_spec
 from autoopt.training.loop import optimizer_state_bytes
@@ -129,7 +129,7 @@ def test_a_muon_recommendation_is_code_a_user_can_paste(blobs):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
     report = autoopt.tune(model, (X, y), optimizers=["muon"], epochs=2, n_trials=1, tracking=False, verbose=False)
     rec = report.recommendation
-    assert rec.optimizer == "muon" and rec.muon_parameters == ["2.weight"]
+    assert rec.optimizer == "muon" and rec.muon_parameters == ["0.weight", "2.weight"]
     assert "Newton-Schulz iteration ran in" in rec.explanation
     scope = {"model": model, "torch": torch}
     exec(rec.code(), scope)  # noqa: S102 - the printed code, run as a user would paste it

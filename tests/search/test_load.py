@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import mlp
 
 import autoopt
-from conftest import mlp
 
 
 def _study(data, budget: float) -> tuple[list[tuple], tuple]:

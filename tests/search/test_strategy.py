@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 from conftest import mlp
 
 import autoopt
+from autoopt.objective import VAL_LOSS
 from autoopt.optimizers.registry import get_spec, resolve_specs
+from autoopt.records import EpochRecord
 from autoopt.search.halving import Rendezvous, halving_plan
 from autoopt.search.line_search import LR_STEP
 from autoopt.search.portfolio import load_portfolio, portfolio_candidates
@@ -25,30 +26,11 @@ def test_a_halving_plan_keeps_a_third_and_ends_with_one_full_run(n, epochs):
     assert total == sum(s * (r - p) for s, r, p in zip(sizes, rungs, [0, *rungs]))
 
 
-def test_the_rendezvous_lets_only_the_best_go_on_once_everyone_arrived():
-    rendezvous = Rendezvous({1: 1}, members=3)
-    losses = {0: 0.5, 1: 0.2, 2: 0.9}
-    stopped: dict[int, bool] = {}
-
-    def member(number: int) -> None:
-        rendezvous.join(number)
-        stopped[number] = rendezvous.should_stop(number, 1, losses[number])
-        rendezvous.leave(number)
-
-    threads = [threading.Thread(target=member, args=(i,)) for i in losses]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    assert stopped == {0: True, 1: False, 2: True}
-
-
-def test_a_member_that_ends_before_the_rung_is_not_waited_for():
-    rendezvous = Rendezvous({2: 1}, members=2)
-    rendezvous.join(0)
-    rendezvous.join(1)
-    rendezvous.leave(1)  # diverged at epoch 1
-    assert rendezvous.should_stop(0, 2, 0.3) is False
+def test_at_a_rung_only_the_best_go_on_and_elsewhere_nobody_stops():
+    stop = Rendezvous({1: 1}).group_stop(VAL_LOSS)
+    records = {i: EpochRecord(1, 0.0, loss, None, 0.1, 0.1) for i, loss in {0: 0.5, 1: 0.2, 2: math.nan}.items()}
+    assert stop(1, records) == {0, 2}  # a member whose loss is not a number is last
+    assert stop(2, records) == set()
 
 
 def test_a_small_budget_races_the_portfolio_by_successive_halving(blobs):

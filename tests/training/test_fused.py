@@ -18,7 +18,8 @@ from autoopt.training.fused.eligibility import fusable
 from autoopt.training.fused.loop import FusedInterrupted, train_fused
 from autoopt.training.fused.sizing import max_group_size
 from autoopt.training.intake import prepare_data
-from autoopt.training.loop import TrainingSetup, train_candidate
+from autoopt.training.loop import train_candidate
+from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
 
 

@@ -10,7 +10,8 @@ from autoopt.optimizers.registry import get_spec
 from autoopt.records import Candidate
 from autoopt.training import bare_epoch
 from autoopt.training.intake import prepare_data
-from autoopt.training.loop import TrainingInterrupted, TrainingSetup, train_candidate
+from autoopt.training.loop import TrainingInterrupted, train_candidate
+from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
 
 

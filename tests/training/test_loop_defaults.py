@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from autoopt.optimizers.registry import get_spec
 from autoopt.records import Candidate
+from autoopt.training.evaluation import evaluate
 from autoopt.training.intake import prepare_data
-from autoopt.training.loop import TrainingSetup, evaluate, train_candidate
+from autoopt.training.loop import train_candidate
+from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
 
 #: (data kind, optimizer, seed) -> (train losses, val losses, initial val loss, steps) of the loop

@@ -15,7 +15,7 @@ from torch import nn
 from ...optimizers.schedules import TRAINING_KEYS, TrainingSettings, split_params
 from ...optimizers.spec import OptimizerSpec
 from ...records import Candidate
-from ..loop import TrainingSetup
+from ..setup import TrainingSetup
 from ..task import Task
 from .stacked_model import StackedModel
 

@@ -11,7 +11,7 @@ stack and the others go on. Like the sequential loop it imports neither Optuna n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
@@ -21,15 +21,13 @@ from torch import nn
 from ...optimizers.spec import OptimizerSpec
 from ...records import Candidate, EpochRecord, Measurement
 from ..device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory, synchronize
-from ..loop import OnEpoch, TrainingInterrupted, TrainingSetup, _diverged, optimizer_state_bytes, train_candidate
+from ..loop import (GroupInterrupted, GroupStop, Member, OnEpoch, TrainingInterrupted, _diverged, optimizer_state_bytes,
+                    train_candidate)
+from ..setup import TrainingSetup
 from .eligibility import has_accuracy, member_problem, unsupported_setup
 from .sizing import member_bytes, param_bytes
 from .stacked_model import StackedModel
 
-Member = tuple[OptimizerSpec, Candidate]
-#: group_stop(epoch, {member index: its record}) -> the members to stop now: asked once an epoch, after
-#: every member still training has its record (successive halving's rungs rank the members there).
-GroupStop = Callable[[int, dict[int, EpochRecord]], set[int]]
 
 
 #: The torch implementation each optimizer class is stepped with in a fused pass, where torch has a
@@ -65,12 +63,8 @@ def _implementation(spec: OptimizerSpec, hparams, device: torch.device) -> dict[
     return chosen
 
 
-class FusedInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a fused pass; carries every member's measurement so far, in member order."""
-
-    def __init__(self, measurements: list[Measurement]) -> None:
-        super().__init__("fused training interrupted")
-        self.measurements = measurements
+#: Ctrl-C during a fused pass: every member's measurement so far, in member order (``loop.GroupInterrupted``)
+FusedInterrupted = GroupInterrupted
 
 
 @dataclass(eq=False)  # members are compared by identity

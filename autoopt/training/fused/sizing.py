@@ -11,7 +11,7 @@ import torch
 
 from ...optimizers.spec import OptimizerSpec, Parameters, tensors
 from ...records import Candidate
-from ..loop import TrainingSetup
+from ..setup import TrainingSetup
 from .stacked_model import activation_bytes
 
 #: Share of the machine's available RAM a fused group may plan to use on CPU (the rest is left to
