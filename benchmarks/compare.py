@@ -56,8 +56,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, FOLD_RULE, PROBLEMS, TEST, split_of  # noqa: E402
-from grid_cache import (SCORE_SEEDS, best_configs, config_key, evaluate, final_loss,  # noqa: E402
-                        families_of, load, lr_of, params_of, reference, save)
+from grid_cache import (  # noqa: E402
+    SCORE_SEEDS,
+    best_configs,
+    config_key,
+    evaluate,
+    families_of,
+    final_loss,
+    load,
+    lr_of,
+    params_of,
+    reference,
+    save,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results"
@@ -90,7 +101,7 @@ GRID_FLOOR = "exhaustive_grid"  # not a search: the grid's own best (see ``grid_
 # --- the methods -----------------------------------------------------------------------------------
 
 def _setup(name: str, seed: int) -> Any:
-    from autoopt.training.loop import TrainingSetup
+    from autoopt.training.setup import TrainingSetup
     from autoopt.training.task import infer_task
 
     problem, split = PROBLEMS[name], split_of(name)

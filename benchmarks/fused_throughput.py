@@ -39,7 +39,8 @@ from autoopt.records import Candidate  # noqa: E402
 from autoopt.training.fused.eligibility import fusable
 from autoopt.training.fused.loop import train_fused  # noqa: E402
 from autoopt.training.intake import prepare_data  # noqa: E402
-from autoopt.training.loop import TrainingSetup, train_candidate  # noqa: E402
+from autoopt.training.loop import train_candidate
+from autoopt.training.setup import TrainingSetup  # noqa: E402
 from autoopt.training.task import infer_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from corpus import PROBLEMS, split_of
 
 RESULTS = Path(__file__).resolve().parent / "results" / "corpus"
@@ -68,7 +67,8 @@ def evaluate(name: str, optimizer: str, params: dict[str, Any], seed: int, epoch
     """
     from autoopt.optimizers.registry import get_spec
     from autoopt.records import Candidate
-    from autoopt.training.loop import TrainingSetup, train_candidate
+    from autoopt.training.loop import train_candidate
+    from autoopt.training.setup import TrainingSetup
     from autoopt.training.task import infer_task
 
     problem = PROBLEMS[name]
