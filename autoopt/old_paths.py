@@ -53,7 +53,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "schedules": ("optimizers.schedules",),
     "starter": ("cli.starter",),
     "storage": ("study.storage", "config"),
-    "strategy": ("search.strategy", "search.runner", "search.halving", "search.line_search"),
+    "strategy": ("search.strategy", "search.runner", "search.race", "search.line_search"),
     "studyfile": ("cli.studyfile",),
     "task": ("training.task",),
     "workers": ("study.workers",),

@@ -294,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def sh_cost(n: int, epochs: int, eta: int) -> tuple[list[int], list[int], float]:
     """Rung sizes, rung epochs and total epochs of successive halving: autoopt's own plan."""
-    from autoopt.search.halving import halving_plan
+    from autoopt.search.race import race_plan
 
-    return halving_plan(n, epochs, eta)
+    return race_plan(n, epochs, rate=eta)
 
 
 def run_halving(grid: Grid, seed: int, budget: float, portfolio: Sequence[Config], *, eta: int = 3,

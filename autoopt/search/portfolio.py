@@ -33,16 +33,19 @@ def load_portfolio() -> dict[str, Any]:
     return json.loads(PORTFOLIO_FILE.read_text())
 
 
-def portfolio_candidates(specs: Sequence[OptimizerSpec]) -> list[Candidate]:
+def portfolio_candidates(specs: Sequence[OptimizerSpec], which: str = "entries") -> list[Candidate]:
     """The portfolio's entries among ``specs``, in order, then each other candidate at its defaults.
 
-    An entry sets the learning rate; every other hyperparameter is the optimizer's registry default.
-    Entries whose optimizer is not a candidate are left out; a candidate the portfolio does not name
-    (a registered optimizer of the user's) comes last at its defaults, so it is still tried.
+    ``which``: ``"entries"``, the configurations trained to the end one by one, or ``"probe_entries"``,
+    those a race starts from (chosen for how well their first epochs predict the end). An entry sets the
+    learning rate; every other hyperparameter is the optimizer's registry default. Entries whose optimizer
+    is not a candidate are left out; a candidate the portfolio does not name (a registered optimizer of
+    the user's) comes last at its defaults, so it is still tried.
     """
     by_name = {s.name: s for s in specs}
     out: list[Candidate] = []
-    for entry in load_portfolio()["entries"]:
+    portfolio = load_portfolio()
+    for entry in portfolio.get(which, portfolio["entries"]):
         spec = by_name.get(entry["optimizer"])
         if spec is not None:
             out.append(Candidate(spec.name, {**spec.defaults, "lr": float(entry["lr"])}))
@@ -62,8 +65,11 @@ def run_portfolio(runner: StudyRunner, at_most: int | None) -> None:
     if at_most is not None:
         entries = entries[:at_most]
     while True:
-        queued = {t.user_attrs.get("portfolio_index") for t in runner.study.get_trials(deepcopy=False)}
-        todo = [i for i in range(len(entries)) if i not in queued]
+        stored = runner.study.get_trials(deepcopy=False)
+        queued = {t.user_attrs.get("portfolio_index") for t in stored}
+        # a configuration a race already trained on the study's seed is not trained again
+        raced = {t.user_attrs.get("key") for t in stored if t.user_attrs.get("seed") == runner.config.seed}
+        todo = [i for i in range(len(entries)) if i not in queued and entries[i].key() not in raced]
         n = int(min(len(todo), runner.runs_left()))
         if n <= 0:
             runner.run_queued("portfolio")  # entries queued by a run that was stopped

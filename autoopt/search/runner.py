@@ -3,7 +3,7 @@
 A ``StudyRunner`` holds the study, its candidates, the training setup and the tracker; it knows how
 many whole runs the budget, the trial count and the time still allow (``runs_left``) and runs trials
 here, in worker processes or fused (``run_queued``, ``run_one``, ``run_sampled``). The stages
-(``portfolio.py``, ``halving.py``, ``line_search.py``, ``reevaluation.py``) decide *what* to train.
+(``race.py``, ``portfolio.py``, ``line_search.py``, ``reevaluation.py``) decide *what* to train.
 """
 
 from __future__ import annotations

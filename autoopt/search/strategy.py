@@ -1,7 +1,7 @@
 """The search strategy: what a study spends its budget on, in order.
 
-Below ``HALVING_BELOW`` training-run equivalents (TRE) of budget, a study starts with successive halving
-over the portfolio (``halving.py``, stage 0). Each stage is its own module over one shared
+Below ``RACE_BELOW`` training-run equivalents (TRE) of budget, a study starts with a race over the
+portfolio (``race.py``, stage 0). Each stage is its own module over one shared
 ``StudyRunner`` (``runner.py``): it decides what to train, the runner trains it within the budget.
 
 1. **Portfolio.** Configurations chosen on the benchmark corpus's development problems
@@ -18,7 +18,7 @@ over the portfolio (``halving.py``, stage 0). Each stage is its own module over 
    default: on the dev fold, for real on held-out seeds, it raised mean regret at 10 and 20 TRE).
 
 Where the study fuses (``fused=True``, or by default on CUDA), the trials queued together, the
-portfolio's entries, a halving race or re-runs of one seed, train in one fused pass (``training.fused``),
+portfolio's entries, a race or re-runs of one seed, train in one fused pass (``training.fused``),
 each still its own trial; line-search steps and TPE trials, which wait on the one before, train alone.
 
 The recommendation (``autoopt.recommendation``) then compares configurations by their loss averaged with their
@@ -42,9 +42,9 @@ from ..study import budget
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
 from ..training.setup import TrainingSetup
-from .halving import HALVING_BELOW, run_halving
 from .line_search import line_search
-from .portfolio import run_portfolio
+from .portfolio import portfolio_candidates, run_portfolio
+from .race import MIN_RACE, PROBE_EPOCHS, RACE_BELOW, RACE_POOL, race_plan, run_race
 from .reevaluation import enqueue_reevaluations
 from .runner import StudyRunner, Workers
 
@@ -53,7 +53,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
                  tracker: Tracker, workers: Workers | None = None, fused: bool = False) -> None:
     """Run the whole search on ``study``: portfolio, line search, TPE, re-evaluation.
 
-    ``fused``: trials queued together (the portfolio's entries, a halving race, re-evaluations of one
+    ``fused``: trials queued together (the portfolio's entries, a race, re-evaluations of one
     seed) train in one fused pass (``training.fused``) instead of one after another; the caller decides
     whether the model allows it (``training.fused.eligibility.why_not_fused``).
     """
@@ -62,8 +62,12 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     deadline = None if config.timeout is None else time.monotonic() + clock.left(config.timeout)
     runner = StudyRunner(study, specs, setup, config, tracker, workers, progress, deadline, fused and workers is None)
     try:
-        if not study.trials and config.total_budget is not None and config.total_budget < HALVING_BELOW:
-            run_halving(runner)
+        if not study.trials and config.total_budget is not None and config.total_budget < RACE_BELOW:
+            # the smallest race a study always affords, as it always trains one run to the end
+            race_epochs = max(config.total_epochs - config.reevaluation_cost * config.epochs,
+                              race_plan(MIN_RACE, config.epochs, PROBE_EPOCHS)[2] if MIN_RACE > 1 else 0)
+            run_race(runner, portfolio_candidates(specs, RACE_POOL), "race", race_epochs, first_rung=PROBE_EPOCHS)
+        runner.run_queued("race")  # members of a race that a killed process left queued
         run_portfolio(runner, config.refine_after)
         if config.refine_lr:
             line_search(runner)

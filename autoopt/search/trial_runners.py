@@ -16,7 +16,12 @@ from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
 from ..training.fused.loop import train_fused
 from ..training.interleaved import train_interleaved
-from ..training.loop import GroupInterrupted, GroupStop, TrainingInterrupted, train_candidate
+from ..training.loop import (
+    GroupInterrupted,
+    GroupStop,
+    TrainingInterrupted,
+    train_candidate,
+)
 from ..training.setup import TrainingSetup
 
 

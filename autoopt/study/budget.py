@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 #: Why a trial ran, for the trials that count against the search's budget (re-evaluations come on top).
 
-SEARCH_PURPOSES = ("portfolio", "refine", "search")
+SEARCH_PURPOSES = ("race", "portfolio", "refine", "search")
 
 #: The study user attribute holding its total search-trial budget (n_trials), for every process.
 TRIAL_BUDGET_ATTR = "autoopt:n_trials"

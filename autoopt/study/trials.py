@@ -30,8 +30,9 @@ from .storage import enqueue_once, trial_heartbeat
 #: run_trial(number, candidate, seed, purpose, should_stop) -> Measurement, supplied by the caller
 RunTrial = Callable[[int, Candidate, int, str, Callable[[EpochRecord], bool]], Measurement]
 
-#: Why a trial ran: a portfolio entry, a line-search step, a sampled (TPE) trial, a re-run on a new seed.
-PURPOSES = ("portfolio", "refine", "search", "reevaluation")
+#: Why a trial ran: a race's entry, a portfolio entry, a line-search step, a sampled (TPE) trial, a re-run
+#: on a new seed.
+PURPOSES = ("race", "portfolio", "refine", "search", "reevaluation")
 
 
 def _param_name(spec: OptimizerSpec, dim: str) -> str:

@@ -7,7 +7,7 @@ from conftest import mlp
 from torch import nn
 
 import autoopt
-from autoopt.search.halving import halving_plan
+from autoopt.search.race import race_plan
 from autoopt.study.trials import GROUP_SIZE_ATTR
 from autoopt.training.fused import eligibility as fused_eligibility
 
@@ -44,7 +44,7 @@ def test_a_small_budget_races_the_portfolio_in_one_fused_pass_with_the_same_rung
     fused = autoopt.tune(mlp(4, 3), blobs, fused=True, **common)
     alone = autoopt.tune(mlp(4, 3), blobs, fused=False, **common)
     n = len(fused.trials)
-    sizes, rungs, _ = halving_plan(n, 9, 3)
+    sizes, rungs, _ = race_plan(n, 9, rate=3)
     assert together(fused) == {i: n for i in range(n)}
     assert sorted(fused.trials["epochs"].value_counts().items()) == sorted(
         (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]))

@@ -11,16 +11,16 @@ import autoopt
 from autoopt.objective import VAL_LOSS
 from autoopt.optimizers.registry import get_spec, resolve_specs
 from autoopt.records import EpochRecord
-from autoopt.search.halving import Rendezvous, halving_plan
 from autoopt.search.line_search import LR_STEP
 from autoopt.search.portfolio import load_portfolio, portfolio_candidates
+from autoopt.search.race import Rendezvous, race_plan
 
 FAST = dict(batch_size=32, tracking=False, verbose=False)
 
 
 @pytest.mark.parametrize("n,epochs", [(2, 5), (9, 18), (13, 9), (27, 40)])
-def test_a_halving_plan_keeps_a_third_and_ends_with_one_full_run(n, epochs):
-    sizes, rungs, total = halving_plan(n, epochs, 3)
+def test_a_race_plan_keeps_a_third_and_ends_with_one_full_run(n, epochs):
+    sizes, rungs, total = race_plan(n, epochs, rate=3)
     assert sizes[0] == n and sizes[-1] == 1 and rungs[-1] == epochs
     assert all(a > b for a, b in zip(sizes, sizes[1:])) and all(a < b for a, b in zip(rungs, rungs[1:]))
     assert total == sum(s * (r - p) for s, r, p in zip(sizes, rungs, [0, *rungs]))
@@ -36,11 +36,11 @@ def test_at_a_rung_only_the_best_go_on_and_elsewhere_nobody_stops():
 def test_a_small_budget_races_the_portfolio_by_successive_halving(blobs):
     report = autoopt.tune(mlp(4, 3), blobs, epochs=9, budget=2.5, **FAST)
     trials = report.trials
-    assert set(trials["purpose"]) == {"portfolio"} and report.cost <= 2.5
+    assert set(trials["purpose"]) == {"race"} and report.cost <= 2.5
     assert (trials["outcome"] == "completed").sum() == 1
     n = len(trials)
-    sizes, rungs, total = halving_plan(n, 9, 3)
-    assert total <= 2.5 * 9 < halving_plan(n + 1, 9, 3)[2]  # as many entries as the budget affords
+    sizes, rungs, total = race_plan(n, 9, rate=3)
+    assert total <= 2.5 * 9 < race_plan(n + 1, 9, rate=3)[2]  # as many entries as the budget affords
     assert sorted(trials["epochs"].value_counts().items()) == sorted(
         (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]))
     first = portfolio_candidates(resolve_specs(None))[: n]

@@ -64,7 +64,8 @@ RUN_STATUS = {
 KILLED_OUTCOME = "killed: its process died mid-trial; re-run as a new trial"
 
 #: Readable stage names for the strategy's trial purposes; an unknown purpose is shown as it is.
-STAGES = {"portfolio": "portfolio", "refine": "lr line search", "search": "search", "reevaluation": "re-evaluation"}
+STAGES = {"race": "race", "portfolio": "portfolio", "refine": "lr line search", "search": "search",
+          "reevaluation": "re-evaluation"}
 
 
 def stage_name(purpose: str) -> str:

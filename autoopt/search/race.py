@@ -1,0 +1,124 @@
+"""A race: many configurations trained together for a few epochs, the best third going on at each rung,
+the winner trained to the end (successive halving with continuation: nothing restarts, no epoch is
+trained twice). The first stage of a study whose budget is small.
+
+The race's entries come from the portfolio's probe list (``portfolio.json``, ``probe_entries``: chosen on
+the corpus's development problems for how well their first epochs predict the end). Its members train
+together, fused where one pass holds them, else side by side, an epoch each in turn
+(``training.interleaved``): the same trials on any machine, however busy. Each member is its own trial.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..objective import Objective
+from ..records import Candidate, EpochRecord
+from ..study import trials
+from ..training.fused.sizing import max_group_size
+from ..training.loop import GroupStop
+from .runner import StudyRunner
+from .trial_runners import group_trainer
+
+#: Budgets (TRE) below which a study starts with a race instead of training the portfolio entry by entry.
+RACE_BELOW = 3.0
+#: The portfolio's list a race starts from, the epochs of its first rung (None: rungs as successive
+#: halving spreads them) and the fewest members it has even where the budget buys fewer (1: none).
+RACE_POOL = "entries"
+PROBE_EPOCHS: int | None = None
+MIN_RACE = 1
+#: Runs kept at each rung: the best 1 / RACE_RATE.
+RACE_RATE = 3
+#: At most this many configurations race.
+RACE_MAX = 27
+
+
+def race_plan(n: int, epochs: int, first_rung: int | None = None,
+              rate: int = RACE_RATE) -> tuple[list[int], list[int], int]:
+    """(runs alive at each rung, the rung epochs, epochs in all) of a race of ``n`` runs of ``epochs``.
+
+    The rungs are ``first_rung``, ``first_rung * rate`` ... below ``epochs``, then ``epochs``, with a
+    1/rate of the runs (at least one) going on past each; with no ``first_rung``, as many rungs as halving
+    ``n`` down to one takes, spread evenly on a log scale below ``epochs`` (successive halving).
+
+    >>> race_plan(9, 18)
+    ([9, 3, 1], [2, 6, 18], 42)
+    >>> race_plan(5, 20, first_rung=1)
+    ([5, 2, 1, 1], [1, 3, 9, 20], 26)
+    """
+    if first_rung is None:
+        sizes = [n]
+        while sizes[-1] > 1:
+            sizes.append(max(1, sizes[-1] // rate))
+        rungs = [max(1, round(epochs / rate ** (len(sizes) - 1 - i))) for i in range(len(sizes))]
+        rungs[-1] = epochs
+    else:
+        rungs = [first_rung]
+        while rungs[-1] * rate < epochs:
+            rungs.append(rungs[-1] * rate)
+        rungs = [r for r in rungs if r < epochs] + [epochs]
+        sizes = [n] + [max(1, math.ceil(n / rate ** i)) for i in range(1, len(rungs) - 1)] + ([1] if len(rungs) > 1 else [])
+    total = sum(size * (rung - (rungs[i - 1] if i else 0)) for i, (size, rung) in enumerate(zip(sizes, rungs)))
+    return sizes, rungs, total
+
+
+def largest_race(epochs: int, budget_epochs: float, first_rung: int | None, cap: int) -> int:
+    """The most runs (at most ``cap``) whose race fits in ``budget_epochs``; 1 when even two do not."""
+    n = 1
+    while n < cap and race_plan(n + 1, epochs, first_rung)[2] <= budget_epochs + 1e-9:
+        n += 1
+    return n
+
+
+class Rendezvous:
+    """A race's rungs: ``keep`` maps a rung epoch to how many runs continue past it."""
+
+    def __init__(self, keep: dict[int, int]) -> None:
+        self.keep = keep
+
+    def group_stop(self, objective: Objective) -> GroupStop:
+        """The members to stop at an epoch where every member's epoch ended: at a rung, those not among
+        the ``keep[epoch]`` best (ranked by ``objective``)."""
+
+        def stop(epoch: int, records: dict[int, EpochRecord]) -> set[int]:
+            if epoch not in self.keep:
+                return set()
+            scores = {}
+            for member, record in records.items():
+                score = objective.score(objective.value(record))
+                scores[member] = score if math.isfinite(score) else math.inf
+            return set(scores) - set(_best(scores, self.keep[epoch]))
+
+        return stop
+
+
+def _best(scores: dict[int, float], keep: int) -> list[int]:
+    """The ``keep`` members with the lowest scores (ties: the member first in order)."""
+    return sorted(scores, key=lambda m: (scores[m], m))[:keep]
+
+
+def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget_epochs: float,
+             first_rung: int | None = None) -> None:
+    """Race as many of ``entries`` as ``budget_epochs`` affords (at least 2, else nothing happens); each
+    is queued once as a trial of ``purpose`` with its index (``race_index``), so a resumed study races
+    the same entries and queues none twice."""
+    config = runner.config
+    entries = entries[:RACE_MAX]
+    n = largest_race(config.epochs, budget_epochs, first_rung, len(entries))
+    fused = runner.fused_size >= n
+    if not fused:  # side by side: every member's model and optimizer state are held at once
+        largest = max(entries[:n], key=lambda c: runner.by_name[c.optimizer].predict_state_bytes(
+            runner.by_name[c.optimizer].parameters_of(runner.setup.template), c.params))
+        n = min(n, max_group_size(runner.setup, [(runner.by_name[largest.optimizer], largest)] * n,
+                                  memory_budget=config.memory_budget))
+    if n < 2:
+        return
+    sizes, rungs, _ = race_plan(n, config.epochs, first_rung)
+    for i, candidate in enumerate(entries[:n]):
+        runner.enqueue(candidate, purpose, extra={"race_index": i, "group": True}, once=f"{purpose}:{i}")
+    rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])))
+    # one group, its rungs decided once an epoch, when every member's epoch has ended
+    train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,
+                          rendezvous.group_stop(config.objective), fused=fused)
+    trials.run_together(runner.study, runner.specs, train, config.seed, config.space, n=n, max_size=n,
+                        purposes=frozenset({purpose}), objective=config.objective, fused=fused)
