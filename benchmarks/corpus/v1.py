@@ -1,28 +1,12 @@
-"""The problem corpus: small problems of many model kinds, split once into development and test folds.
+"""Corpus v1: the 34 original problems of 10 model kinds, exactly as they were first defined.
 
-Every problem is data (a scikit-learn loader, a scikit-learn generator or a synthetic generator, with
-a fixed data seed) plus a model builder whose only seed is the initial weights. Problems are kept
-small enough that one training run takes well under a second on one CPU thread, so that an
-exhaustive reference grid over every optimizer family and learning rate is affordable.
-
-The folds (``FOLD_RULE``): within each model kind, the problem whose name has the smallest SHA-256 is
-a test problem; the rest are development problems. The rule is fixed before any result is seen and
-spreads the test fold over every model kind. Every strategy decision uses ``DEV`` only.
-
->>> len(PROBLEMS) >= 30, len({p.kind for p in PROBLEMS.values()}) >= 8
-(True, True)
->>> sorted(set(DEV) & set(TEST))
-[]
+Nothing here may change: each problem's cached grid is keyed by a fingerprint of its data and initial
+weights, so its data, its model builder, its epochs and its batch size stay bit-identical.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,30 +14,7 @@ from sklearn import datasets
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-#: What ``FOLD_RULE`` says, for the README and the results files.
-FOLD_RULE = ("within each model kind, the problem whose name has the smallest SHA-256 hex digest is in the "
-             "test fold; every other problem is in the development fold")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One benchmark problem: how to make its data and its model, and its training budget."""
-
-    name: str
-    kind: str  # the model kind (the fold rule stratifies by it)
-    task: str  # multiclass / binary / regression / reconstruction / sequence
-    make_data: Callable[[], tuple[np.ndarray, np.ndarray]]  # (X, y), always the same
-    make_model: Callable[[], nn.Module]  # called under torch.manual_seed(seed)
-    epochs: int
-    batch_size: int
-    note: str = ""
-
-    def model(self, seed: int) -> nn.Module:
-        """The model with the initial weights of ``seed``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.make_model()
-
+from .problem import Problem
 
 # --- data ------------------------------------------------------------------------------------------
 
@@ -294,7 +255,7 @@ def _autoencoder(d: int, code: int, hidden: int | None = None, act: type[nn.Modu
 
 # --- the problems ----------------------------------------------------------------------------------
 
-def _problems() -> list[Problem]:
+def problems() -> list[Problem]:
     D = datasets
     return [
         # linear / logistic
@@ -386,27 +347,3 @@ def _problems() -> list[Problem]:
                 lambda: BagOfEmbeddings(200, 8, 5), 40, 8, "400 documents, batch 8"),
     ]
 
-
-PROBLEMS: dict[str, Problem] = {p.name: p for p in _problems()}
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def _folds() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    kinds = sorted({p.kind for p in PROBLEMS.values()})
-    test = {min((n for n, p in PROBLEMS.items() if p.kind == k), key=_digest) for k in kinds}
-    return tuple(n for n in PROBLEMS if n not in test), tuple(n for n in PROBLEMS if n in test)
-
-
-DEV, TEST = _folds()
-
-
-@functools.lru_cache(maxsize=None)
-def split_of(name: str) -> Any:
-    """The problem's fixed train/validation split (``prepare_data`` with seed 0), on the CPU."""
-    from autoopt.data import prepare_data
-
-    X, y = PROBLEMS[name].make_data()
-    return prepare_data((X, y), seed=0, device=torch.device("cpu"))
