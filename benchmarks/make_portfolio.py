@@ -1,10 +1,17 @@
 """Make ``autoopt/search/portfolio.json`` from the reference grids of the development problems (never by hand).
 
-Greedy, as in Auto-sklearn 2.0's portfolios: the first entry is the grid configuration with the lowest
-mean regret over the development problems; each next one is the configuration that most lowers the mean
-of each problem's best regret among the entries so far (regret capped at 100%, so one hopeless problem
-cannot dictate the order). Only configurations inside the registry's learning-rate range of their
-optimizer are eligible, so the study's search space contains every entry exactly.
+Two lists, both greedy as in Auto-sklearn 2.0's portfolios:
+
+- ``entries``, trained to the end one by one: the first is the grid configuration with the lowest mean
+  regret over the development problems; each next one the configuration that most lowers the mean of
+  each problem's best regret among the entries so far (regret capped at 100%, so one hopeless problem
+  cannot dictate the order);
+- ``probe_entries``, the configurations a race starts from: each next one the configuration that most
+  lowers the mean (capped) regret of "the entry whose loss is lowest after the race's first rung", what a
+  race keeps (``early_budget.probe_portfolio``).
+
+Only configurations inside the registry's learning-rate range of their optimizer are eligible, so the
+study's search space contains every entry exactly.
 
     python benchmarks/make_portfolio.py            # writes autoopt/portfolio.json
 """
@@ -21,10 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, FOLD_RULE  # noqa: E402
 from grids import load, lr_of  # noqa: E402
-from simulate import Grid, greedy_portfolio  # noqa: E402
+from early_budget import Context, load_grids, probe_portfolio  # noqa: E402
+from simulate import greedy_portfolio  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "autoopt" / "search" / "portfolio.json"
 SIZE = 16
+PROBE_SIZE = 27  # as many as a race ever starts (autoopt.search.race.RACE_MAX)
+FIRST_RUNG = 1  # the race's first rung, in epochs (autoopt.search.race.PROBE_EPOCHS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,18 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=SIZE)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    grids = [Grid.load(n) for n in DEV]
+    grids = list(load_grids(list(DEV)).values())
+    if len(grids) < len(DEV):
+        parser.error(f"{len(DEV) - len(grids)} development problems have no complete grid yet: run grids.py first")
     entries = greedy_portfolio(grids, args.size)
+    probes = probe_portfolio(Context(grids, entries), FIRST_RUNG, PROBE_SIZE)
     record = {
         "made_by": "benchmarks/make_portfolio.py",
         "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "corpus": {"fold": "development", "fold_rule": FOLD_RULE, "problems": list(DEV),
                    "grid_versions": {n: load(n)["version"] for n in DEV}},
         "entries": [{"optimizer": o, "lr": lr_of(k)} for o, k in entries],
+        "probe_entries": [{"optimizer": o, "lr": lr_of(k)} for o, k in probes],
+        "probe_first_rung": FIRST_RUNG,
     }
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     for i, (o, k) in enumerate(entries, 1):
         print(f"{i:2d}. {o:<9} lr {lr_of(k):.3g}")
+    print("race entries:", ", ".join(f"{o} {lr_of(k):.3g}" for o, k in probes))
     print(f"wrote {args.out}")
     return 0
 

@@ -1,0 +1,172 @@
+"""The strategy a study follows, replayed on the development fold's grids, to choose its settings.
+
+``early_budget.py`` measured mechanisms one by one; this replays the whole strategy as autoopt runs it
+(``autoopt/search/strategy.py``), with the settings still to choose, at every budget from 1 to 20 TRE:
+
+1. below ``race_below`` TRE, a race: the first entries of ``pool`` (the probe list, learned for races,
+   or the portfolio) trained ``first_rung`` epochs, the best third going on at each rung, the winner to
+   the end; where the budget buys no race, one spending up to ``allowance`` of a run more than the budget
+   (a study always trains one run to the end; the race that chooses it may cost a little more);
+2. the portfolio's entries trained to the end while a whole run fits (a configuration already trained is
+   not trained again), ``refine_after`` of them before a learning-rate line search that steps
+   ``line_first`` (up or down) first;
+3. the recommendation: the lowest loss averaged with its learning-rate neighbours' (autoopt's rule).
+
+Scored as ``early_budget.py`` scores (the choice's final loss on the grid seed the search did not train
+on, against the grid's best 2-seed mean; diverged 1000%), every list learned leave-fold-out, at several
+splits. The settings that win on the development fold are the ones autoopt ships.
+
+    python benchmarks/first_answers.py                 # the development fold, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import DEV  # noqa: E402
+from early_budget import HEADER, Context, Replay, choose, contexts, evaluate, load_grids, plan, pool_of, row  # noqa: E402
+from simulate import Config, Grid, in_range  # noqa: E402
+
+RATE = 3
+RACE_MAX = 27
+
+
+def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0, pool: str = "portfolio",
+          first_rung: int | None = None, allowance: float = 0.0, refine_after: int = 8, line_first: int = 1,
+          rule: str = "smooth") -> tuple[Config | None, float]:
+    """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings."""
+    E = grid.epochs
+    rep = Replay(grid, seed, budget)
+    if budget < race_below:
+        entries = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
+
+        def race_plan(n: int) -> tuple[list[int], list[int], int]:
+            return plan(n, E, first_rung, RATE) if first_rung else _halving(n, E)
+
+        room = max(rep.budget_epochs, (1 + allowance) * E)
+        n = 1
+        while n < len(entries) and race_plan(n + 1)[2] <= room + 1e-9:
+            n += 1
+        if n >= 2:
+            sizes, rungs, _ = race_plan(n)
+            alive = list(entries[:n])
+            for size, epoch in zip(sizes, rungs):
+                scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])),
+                                key=lambda t: (t[0], t[1]))
+                alive = [c for _, _, c in scored]
+    _portfolio_and_line_search(rep, ctx.portfolio, refine_after, line_first)
+    return choose(rep, rule), rep.tre()
+
+
+def _halving(n: int, epochs: int) -> tuple[list[int], list[int], int]:
+    """autoopt's race with no first rung: successive halving's rungs (``race.race_plan``)."""
+    from autoopt.search.race import race_plan
+
+    return race_plan(n, epochs, None, RATE)
+
+
+def _fits(rep: Replay) -> bool:
+    return rep.room >= rep.E or not rep.finals()
+
+
+def _portfolio_and_line_search(rep: Replay, portfolio: Sequence[Config], refine_after: int, line_first: int) -> None:
+    queue = [c for c in portfolio if c not in rep.done]
+    entries = 0
+    while _fits(rep) and queue and entries < refine_after:
+        rep.advance(queue.pop(0), rep.E)
+        entries += 1
+    _line_search(rep, line_first)
+    while _fits(rep) and queue:
+        c = queue.pop(0)
+        if c not in rep.done:
+            rep.advance(c, rep.E)
+
+
+def _line_search(rep: Replay, first: int) -> None:
+    """autoopt's line search (``search/line_search.py``): around the best configuration so far, a grid step
+    in direction ``first``, then the other, on while it improves; again around a new best."""
+    tried: set[Config] = set()
+    while _fits(rep):
+        finals = rep.finals()
+        if not finals:
+            return
+        best = min(finals, key=finals.get)
+        if best in tried:
+            return
+        tried.add(best)
+        best_loss = finals[best]
+        for step in (first, -first):
+            k = best[1] + step
+            while _fits(rep) and in_range((best[0], k)):
+                if (best[0], k) not in rep.done:
+                    rep.advance((best[0], k), rep.E)
+                loss = rep.final((best[0], k))
+                if loss is None or loss >= best_loss:
+                    break
+                best_loss = loss
+                k += step
+
+
+TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance": 0.0, "line_first": 1}
+CHOICES = {"pool": ("probe", "portfolio"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
+           "line_first": (1, -1)}
+
+
+def variants() -> list[dict[str, Any]]:
+    out = [dict(TODAY)]
+    for pool, rung, floor, below, first in itertools.product(*CHOICES.values()):
+        out.append({"pool": pool, "first_rung": rung, "allowance": floor, "race_below": below, "line_first": first})
+    return out
+
+
+def label(v: dict[str, Any]) -> str:
+    if v == TODAY:
+        return "today (autoopt as it was)"
+    return (f"race<{v['race_below']:g} {v['pool']:<9} rung {v['first_rung']} +{v['allowance']:.2f} "
+            f"line {'down' if v['line_first'] < 0 else 'up'} first")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="*", default=list(DEV))
+    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 2, 3, 5, 10, 20])
+    parser.add_argument("--cvs", nargs="*", type=int, default=[4, 6, 8])
+    parser.add_argument("--top", type=int, default=12, help="rows shown per budget, best first")
+    args = parser.parse_args(argv)
+    grids = load_grids(args.problems)
+    print(f"{len(grids)} development problems with grids; settings scored at cv = {args.cvs}, averaged")
+    ctxs = {cv: contexts(grids, cv) for cv in args.cvs}
+    results: dict[float, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {}
+    for budget in args.budgets:
+        rows = []
+        for v in variants():
+            if budget >= v["race_below"] and v != TODAY and (v["pool"], v["first_rung"], v["allowance"]) != (
+                    "probe", 1, 0.0):
+                continue  # no race at this budget: the settings of the race do not matter, one row stands for them
+            if budget < 5 and v["line_first"] < 0:
+                continue  # no line search below 5 runs: its direction does not matter
+            cells = [evaluate(lambda g, s, b, c, v=v: study(g, s, b, c, **v), grids, ctx, budget) for ctx in ctxs.values()]
+            avg = {k: float(np.mean([c[k] for c in cells])) for k in ("mean", "capped", "worst", "tre", "median")}
+            rows.append((label(v), v, {**cells[0], **avg, "per": {n: float(np.mean([c["per"][n] for c in cells]))
+                                                                  for n in cells[0]["per"]}}))
+        rows.sort(key=lambda r: r[2]["mean"])
+        base = next(r for r in rows if r[1] == TODAY)[2]
+        print(f"\nbudget {budget:g} TRE (mean over splits){HEADER[2 + 52:]}")
+        for name, _, r in rows[:args.top]:
+            print(row(name, r, base))
+        print(row(label(TODAY), base, base))
+        results[budget] = rows
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
