@@ -149,6 +149,7 @@ def tune(
                     + "." + _where_results_are(config)
                 )
             recommendation = recommend(trials, config.policy, config.tolerance, config.objective)  # type: ignore[arg-type]
+            stored.save_recommendation(study, recommendation)
             tracker.log_summary(recommendation, trials, records, times, killed)
             status = "FINISHED"
         except KeyboardInterrupt:
