@@ -13,7 +13,7 @@ from autoopt.recommendation.choose import recommend
 from autoopt.recommendation.table import trials_table
 from autoopt.records import Candidate, EpochRecord, Measurement, TrialRecord
 from autoopt.report import Report
-from autoopt.study.stored import RECOMMENDATION_ATTR, RECOMMENDED_TRIAL_ATTR
+from autoopt.study.stored import RECOMMENDATION_ATTR
 
 
 def _trial(number, optimizer, lr, curve, seed=0, outcome="completed"):
@@ -45,6 +45,6 @@ def test_a_stored_study_holds_the_recommendation_where_optuna_dashboard_shows_it
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=3, seeds=1, epochs=2,
                           storage=storage, study_name="shown", tracking=False, verbose=False)
     attrs = optuna.load_study(study_name="shown", storage=storage).user_attrs
-    assert attrs[RECOMMENDED_TRIAL_ATTR] == min(report.recommendation.trial_numbers)
-    assert attrs[RECOMMENDATION_ATTR] == report.recommendation.explanation
+    number = min(report.recommendation.trial_numbers)
+    assert attrs[RECOMMENDATION_ATTR] == f"trial {number}: {report.recommendation.explanation}"
     assert math.isfinite(report.recommendation.val_loss)
