@@ -176,7 +176,12 @@ def _dashboard(context: Any, storage: str, picture: Path) -> str:
         while not card.get_by_text("autoopt:recommendation").count():  # the grid shows 5 rows a page
             card.get_by_label("next page", exact=True).click()
         card.get_by_text("autoopt:recommendation").wait_for()
-        card.scroll_into_view_if_needed()
+        page.get_by_text("Best Trial").first.evaluate(  # the cards' titles in view, clear of the app bar
+            """e => { e.scrollIntoView({block: 'start'});
+                      let p = e.parentElement;
+                      while (p && p.scrollHeight <= p.clientHeight) p = p.parentElement;
+                      (p || document.scrollingElement).scrollBy(0, -90); }""")
+        card.get_by_text("autoopt:recommendation").wait_for()
         page.screenshot(path=str(picture))
         return card.inner_text()
     finally:

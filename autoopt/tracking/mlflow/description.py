@@ -85,8 +85,9 @@ def describe_study(rec: Recommendation | None, shown: pd.DataFrame, trials: pd.D
         for _, row in shown.iterrows():
             n = int(row["number"])
             tried = _rates_tried(trials, row["optimizer"])
-            note = ("the recommended configuration" if row["recommended"] else "its best") + (
-                f", 1 learning rate tried" if tried == 1 else f", best of {tried} learning rates tried")
+            rates = "1 learning rate tried" if tried == 1 else f"{tried} learning rates tried"
+            note = (f"the recommended configuration; {rates}" if row["recommended"]
+                    else f"its best; {rates}" if tried == 1 else f"its best of {rates}")
             mark = f"{STAR} " if row["recommended"] else ""
             lines.append(f"- {mark}{row['optimizer']}: {_link(names.get(n, f't{n:03d}'), experiment_id, run_ids.get(n))}, "
                          f"{row['outcome']}, own loss {_loss(row):.4g}, lr {row['lr']:.3g}, {int(row['epochs'])} epochs "
