@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .objective import VAL_LOSS, Objective
+from .recommendation.configs import summarize_configs
+from .recommendation.explain import best_of_each_optimizer, learning_rates_tried
 from .recommendation.record import Recommendation, format_bytes
 from .recommendation.table import best_per_optimizer
 
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
+
+
+def _rate(lr: object) -> str:
+    return f"{lr:.3g}" if isinstance(lr, (int, float)) and not isinstance(lr, bool) else "-"
 
 
 def _status(row: pd.Series) -> str:
@@ -40,6 +46,7 @@ class Report:
     parent_run_id: str | None = None
     wall_seconds: float = float("nan")  # the study's wall time in this call, from start to recommendation
     stored_objective: Objective | None = None  # a stored study's objective (load_report), when no config says it
+    _mlflow_link: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def objective(self) -> Objective:
@@ -59,49 +66,68 @@ class Report:
         return best_per_optimizer(self.trials, self.objective)
 
     def table(self) -> pd.DataFrame:
-        """One row per candidate optimizer, formatted for a person: its best completed configuration (by
-        the objective, shown beside the loss when it is another), or, for one that never completed a
-        run, how far it got (screened, pruned, diverged ...)."""
+        """One row per candidate optimizer, formatted for a person, naming the configurations the
+        explanation names: the recommendation (marked ★), then the best configuration of every other
+        optimizer (its lowest mean over seeds among those that trained cleanly), then, for one that
+        never trained cleanly, its best run as far as it got (screened, pruned, diverged ...).
+        ``val_loss`` is a mean over ``seeds``; ``lrs_tried`` counts the learning rates of the optimizer
+        that trained. The objective's column stands beside the loss when it is another."""
         objective = self.objective
-        shown = {} if objective.name == VAL_LOSS.name else {objective.name: "-"}  # its column, beside the loss
+        trials = self.trials
+        extra = objective.name != VAL_LOSS.name
+        best = best_of_each_optimizer(summarize_configs(trials, objective), self.recommendation)
         rows = []
-        for optimizer, group in self.trials.groupby("optimizer", sort=False):
-            done = group[(group["outcome"] == "completed") & group["objective"].notna()]
-            if len(done):
-                best = done.loc[objective.score(done["objective"]).idxmin()]
-                status, loss, order = "completed", best["final_val_loss"], objective.score(best["objective"])
-                if shown:
-                    shown = {objective.name: f"{best['objective']:.4g}"}
-            else:
-                trained = group[group["best_val_loss"].notna()]
-                best = trained.loc[trained["best_val_loss"].idxmin()] if len(trained) else group.iloc[0]
-                status = _status(best)
-                loss = order = best["best_val_loss"]  # the unfinished ones: by how far their loss got
-                shown = {k: "-" for k in shown}
+        for _, config in best.iterrows():
+            chosen = config["optimizer"] == self.recommendation.optimizer
             rows.append({
-                "optimizer": optimizer, "status": status, "lr": f"{best['lr']:.3g}", **shown,
-                "val_loss": f"{loss:.4g}" if pd.notna(loss) else "-",
-                "epochs_to_target": best["epochs_to_target"],
-                "seconds_to_target": round(best["seconds_to_target"], 2),
-                "state": format_bytes(best["optimizer_state_bytes"]),
-                "_order": (status != "completed", order if pd.notna(order) else float("inf")),
+                "": "★" if chosen else "", "optimizer": config["optimizer"], "status": "completed",
+                "lr": _rate(config["params"].get("lr")), "lrs_tried": learning_rates_tried(trials, config["optimizer"]),
+                "seeds": int(config["n_seeds"]),
+                **({objective.name: f"{config['objective']:.4g}"} if extra else {}),
+                "val_loss": f"{config['val_loss']:.4g}",
+                "epochs_to_target": config["epochs_to_target"],
+                "seconds_to_target": round(config["seconds_to_target"], 2),
+                "state": format_bytes(config["optimizer_state_bytes"]),
             })
-        table = pd.DataFrame(rows)
-        if table.empty:
-            return table
-        return table.sort_values("_order", key=lambda col: col.map(lambda v: v)).drop(columns="_order").reset_index(drop=True)
+        for optimizer, group in trials[~trials["optimizer"].isin(set(best["optimizer"]) if len(best) else set())] \
+                .groupby("optimizer", sort=False):
+            trained = group[group["best_val_loss"].notna()]
+            run = trained.loc[trained["best_val_loss"].idxmin()] if len(trained) else group.iloc[0]
+            status = _status(run) + (", ruled out" if run["outcome"] == "completed" else "")
+            rows.append({
+                "": "", "optimizer": optimizer, "status": status, "lr": _rate(run["lr"]),
+                "lrs_tried": learning_rates_tried(trials, optimizer), "seeds": int(len(group)),
+                **({objective.name: "-"} if extra else {}),
+                "val_loss": f"{run['best_val_loss']:.4g}" if pd.notna(run["best_val_loss"]) else "-",
+                "epochs_to_target": float("nan"), "seconds_to_target": float("nan"),
+                "state": format_bytes(run["optimizer_state_bytes"]),
+            })
+        return pd.DataFrame(rows)
+
+    @property
+    def mlflow_link(self) -> str | None:
+        """The link that opens this study's comparison chart in the MLflow UI (None without tracking, or
+        when the tracking store does not answer): the recommended run beside the best of each other
+        optimizer. For a local store, it is where ``autoopt ui`` serves the UI."""
+        if not (self.tracking_uri and self.parent_run_id):
+            return None
+        if self._mlflow_link is None:
+            from .tracking.mlflow.links import link_of_study
+
+            self._mlflow_link = link_of_study(self.tracking_uri, self.parent_run_id) or ""
+        return self._mlflow_link or None
 
     def plot_curves(self) -> Figure:
         """Validation-loss curves of the best trial of each optimizer."""
         from .tracking.plots import plot_curves
 
-        return plot_curves(self.trials)
+        return plot_curves(self.trials, self.recommendation)
 
     def plot_lr_sensitivity(self) -> Figure:
         """Final validation loss against learning rate, one series per optimizer."""
         from .tracking.plots import plot_lr_sensitivity
 
-        return plot_lr_sensitivity(self.trials)
+        return plot_lr_sensitivity(self.trials, self.recommendation)
 
     def plot_tradeoff(self) -> Figure:
         """Loss against time to target and against memory: what the recommendation weighed."""
@@ -110,4 +136,6 @@ class Report:
         return plot_tradeoff(self.trials, self.recommendation)
 
     def __str__(self) -> str:
-        return f"{self.recommendation.explanation}\n\n{self.table().to_string(index=False)}"
+        text = f"{self.recommendation.explanation}\n\n{self.table().to_string(index=False)}"
+        link = self.mlflow_link
+        return text + (f"\n\nMLflow, the comparison chart: {link}" if link else "")

@@ -152,6 +152,7 @@ def tune(
             groups = muon_groups_of(template, device) if recommendation.optimizer == "muon" else None
             stored.save_muon_groups(study, groups)
             describe_groups(recommendation, groups)
+            stored.save_recommendation(study, recommendation)
             tracker.log_summary(recommendation, trials, records, times, killed)
             status = "FINISHED"
         except KeyboardInterrupt:

@@ -23,7 +23,8 @@ def say(stream: TextIO | None, message: str) -> None:
 def print_report(report: Any, study_name: str, storage: str, out: TextIO) -> None:
     from ..records import OUTCOMES
 
-    print("Best configuration of each optimizer:", file=out)
+    print("Best configuration of each optimizer (★ the recommendation; val_loss is the mean over its seeds):",
+          file=out)
     print(report.table().to_string(index=False), file=out)
     print(file=out)
     print("Recommendation:", file=out)

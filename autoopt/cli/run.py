@@ -57,13 +57,25 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if not config.tracking:
         print("MLflow: not recorded (tracking off).", file=out)
     elif report.tracking_uri:
-        flag = f" --tracking-uri {shlex.quote(report.tracking_uri)}" if config.tracking_uri else ""
-        where = f"parent run {report.parent_run_id} in {report.tracking_uri}"
-        opener = (f"open {report.tracking_uri} in a browser" if report.tracking_uri.startswith(("http:", "https:"))
-                  else f"autoopt ui{flag}")
-        print(f"MLflow: {where}. See it with: {opener}", file=out)
+        print_mlflow_link(report, config.tracking_uri, out)
     print("Run the same command again to resume the study (raise --trials or --budget to search longer).", file=out)
     return EXIT_OK
+
+
+def print_mlflow_link(report: Any, given_uri: str | None, out: Any) -> None:
+    """Where the study is recorded, how to open the UI, and the link that opens its comparison chart:
+    the recommended run beside the best of each other optimizer."""
+    uri = report.tracking_uri
+    if uri.startswith(("http:", "https:")):
+        print(f"MLflow: parent run {report.parent_run_id} in {uri}.", file=out)
+        opened = ""
+    else:
+        flag = f" --tracking-uri {shlex.quote(uri)}" if given_uri else ""
+        print(f"MLflow: parent run {report.parent_run_id} in {uri}. See it with: autoopt ui{flag}", file=out)
+        opened = ", once `autoopt ui` runs"
+    link = report.mlflow_link
+    if link:
+        print(f"The answer at a glance (the comparison chart){opened}:\n  {link}", file=out)
 
 
 def _plan(config: Any) -> str:

@@ -1,4 +1,9 @@
-"""The recommendation in words: what was chosen, by which rule, and how every other optimizer did.
+"""The recommendation in words: what was chosen, on how much evidence, by which rule, and how every other
+optimizer did.
+
+Every number is labelled (its own loss, the smoothed score the policy ranked, the seeds behind it), the
+target is defined where it is first used, and a gap to the choice reads sensibly whatever its size:
+``+7.0%`` near the choice, ``15x`` far from it, an absolute difference where the choice's loss is near 0.
 """
 
 from __future__ import annotations
@@ -11,12 +16,35 @@ from ..objective import VAL_LOSS, Objective
 from .configs import BAD_OUTCOMES
 from .policies import WIDE_TOLERANCE
 from .record import Recommendation, format_bytes, format_params
+from .table import TARGET_TOLERANCE
+
+#: Above this ratio to the choice a gap is written as a factor ("15x"), above RATIO_LIMIT as an
+#: absolute difference: "+183087936.5%" says only that the choice's loss is near 0.
+FACTOR_FROM = 10.0
+RATIO_LIMIT = 1000.0
+
+
+def format_gap(value: float, chosen: float) -> str:
+    """How far ``value`` is from the choice's ``chosen``, in the form a person reads at a glance.
+
+    >>> format_gap(0.1146, 0.1071), format_gap(1.664, 0.1071), format_gap(0.18, 1e-9)
+    ('+7.0%', '15.5x', '+0.18 (the choice is near 0)')
+    """
+    if not (math.isfinite(value) and math.isfinite(chosen)):
+        return "n/a"
+    if chosen != 0 and value / chosen > 0:  # same sign: a ratio means something
+        ratio = value / chosen
+        if ratio < FACTOR_FROM and 1 / ratio < FACTOR_FROM:
+            return f"{ratio - 1:+.1%}"
+        if max(ratio, 1 / ratio) < RATIO_LIMIT:
+            return f"{ratio:.3g}x"
+    return f"{value - chosen:+.3g} (the choice is near 0)"
 
 
 def _speed_text(epochs: float, seconds: float) -> str:
     if not math.isfinite(epochs):
         return "never reached the target"
-    return f"target in {epochs:.0f} epochs / {seconds:.2f} s"
+    return f"reached the target in {epochs:.0f} epochs / {seconds:.2f} s"
 
 
 _REASONS = {
@@ -37,9 +65,17 @@ def _reason(policy: str, objective: Objective) -> str:
             .replace("the lowest weighted score (", f"the lowest weighted score, {objective.name} as loss ("))
 
 
+def _seeds_text(n_seeds: int) -> str:
+    """The evidence behind a number: "(mean ± std over 2 seeds)", or that one seed has no spread."""
+    if n_seeds >= 2:
+        return f" (mean ± std over {n_seeds} seeds)"
+    return " on one seed (no spread measured; reevaluate_top= retrains the best on more seeds)"
+
+
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
     """A line naming the configuration with the best unsmoothed loss when the learning-rate smoothing
     ranked it below ``chosen`` (else ""): a user comparing runs sees that lower loss and asks why.
+    Both of its numbers and both of the choice's are labelled: own loss, and smoothed score.
 
     >>> t = pd.DataFrame({"optimizer": ["adam"] * 2, "params": [{"lr": 0.05}, {"lr": 0.03}],
     ...                   "score": [0.09, 0.10], "selection": [0.11, 0.10], "val_loss": [0.09, 0.10]})
@@ -53,11 +89,62 @@ def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VA
         return ""
     by_loss = objective.name == VAL_LOSS.name
     what, value = ("validation loss", lowest["val_loss"]) if by_loss else (objective.name, lowest["objective"])
-    numbers = (f": averaged with theirs it scores {lowest['selection']:.4g}, the choice {chosen['selection']:.4g}"
+    numbers = (f": its smoothed score (its own loss averaged with its neighbours', what the policy ranks) is "
+               f"{lowest['selection']:.4g}, the choice's {chosen['selection']:.4g} (own loss {chosen['val_loss']:.4g})"
                if by_loss else "")
     return (f"Passed over: {lowest['optimizer']} ({format_params(lowest['params'])}) has the best single {what}, "
-            f"{value:.4g}, but its learning-rate neighbours trained worse{numbers} (a low loss between worse "
-            "neighbours is often a lucky seed).")
+            f"{value:.4g}, but its learning-rate neighbours trained worse{numbers}. A low loss between worse "
+            "neighbours is often a lucky seed.")
+
+
+def best_of_each_optimizer(configs: pd.DataFrame, rec: Recommendation | None) -> pd.DataFrame:
+    """One configuration per optimizer with one that trained cleanly: the recommended one for the chosen
+    optimizer, the lowest mean score for every other; the choice first, then by score. This is what
+    "the best of each optimizer" means everywhere a person reads it: the explanation, the printed table,
+    the charts and MLflow's comparison.
+    """
+    if configs.empty or "ok" not in configs:
+        return configs.iloc[0:0]
+    ok = configs[configs["ok"]]
+    if ok.empty:
+        return ok
+    best = ok.loc[ok.groupby("optimizer")["score"].idxmin()]
+    if rec is not None:
+        mine = ok[ok["trial_numbers"].map(lambda ns: bool(set(ns) & set(rec.trial_numbers)))]
+        if len(mine):
+            best = pd.concat([mine.iloc[[0]], best[best["optimizer"] != rec.optimizer]])
+    chosen = best["optimizer"].eq(rec.optimizer) if rec is not None else pd.Series(False, index=best.index)
+    best = best.assign(_first=~chosen).sort_values(["_first", "score"], kind="stable")
+    return best.drop(columns="_first")
+
+
+def learning_rates_tried(trials: pd.DataFrame, optimizer: str) -> int:
+    """How many learning rates of ``optimizer`` trained at all (any outcome but never-trained ones)."""
+    if "params" not in trials:
+        return 0
+    mine = trials[trials["optimizer"] == optimizer]
+    if "epochs" in mine:
+        mine = mine[mine["epochs"] > 0]
+    else:
+        mine = mine[mine["outcome"].isin(("completed", "pruned") + BAD_OUTCOMES)]
+    rates = {round(math.log10(lr), 6) for lr in mine["params"].map(lambda p: p.get("lr"))
+             if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0}
+    return len(rates)
+
+
+def _tried_text(n: int) -> str:
+    return "1 learning rate tried" if n == 1 else f"best of {n} learning rates tried"
+
+
+def target_text(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> str:
+    """What "the target" is, in one sentence, with its value where the study measured one."""
+    value, what = "", f"a {objective.name}"
+    if objective.name == VAL_LOSS.name:
+        target = trials.attrs.get("target_loss", math.nan)
+        value = f" (here {target:.4g})" if isinstance(target, float) and math.isfinite(target) else ""
+        what = "a validation loss"
+    return (f"Target: {what} within {TARGET_TOLERANCE:.0%} of the best final one of any run{value}; "
+            "\"reached the target\" counts the epochs and training seconds until a run first got there.")
 
 
 def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,
@@ -65,36 +152,41 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
     """A few lines comparing the choice with the best configuration of every other optimizer."""
     reason = _reason(rec.policy, objective).format(tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE),
                                                    policy=rec.policy)
-    spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) else ""
+    spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) and rec.n_seeds >= 2 else ""
     accuracy = f", accuracy {rec.val_accuracy:.1%}" if math.isfinite(rec.val_accuracy) else ""
     by_loss = objective.name == VAL_LOSS.name
     if not by_loss:  # the objective first, then the loss
-        std = f" ± {rec.objective_std:.4g}" if math.isfinite(rec.objective_std) else ""
+        std = f" ± {rec.objective_std:.4g}" if math.isfinite(rec.objective_std) and rec.n_seeds >= 2 else ""
         accuracy = "" if objective.name == "val_accuracy" else accuracy
         spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
-        f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread} "
-        f"over {rec.n_seeds} seed(s){accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
+        f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread}"
+        f"{_seeds_text(rec.n_seeds)}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
         f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
         f"Chosen by policy '{rec.policy}': {reason}.",
     ]
-    ok = configs[configs["ok"]]
-    others = ok[ok["optimizer"] != rec.optimizer]
+    best = best_of_each_optimizer(configs, rec)
+    others = best[best["optimizer"] != rec.optimizer]
     if not others.empty:
-        lines.append("Best of each other optimizer" + ("" if by_loss else f" (by {objective.name})") + ":")
+        lines.append("Best of each other optimizer" + ("" if by_loss else f" (by {objective.name})")
+                     + " (mean over its seeds; gap to the choice):")
         chosen = rec.val_loss if by_loss else rec.objective_value
-        for _, row in others.loc[others.groupby("optimizer")["score"].idxmin()].sort_values("score").iterrows():
+        for _, row in others.iterrows():
             value = row["val_loss"] if by_loss else row["objective"]
-            delta = (value - chosen) / max(abs(chosen), 1e-12)
+            seeds = int(row["n_seeds"]) if "n_seeds" in row else 1
             lines.append(
-                f"  {row['optimizer']:<10} {value:.4g} ({delta:+.1%}), "
+                f"  {row['optimizer']:<10} {value:.4g} ({format_gap(value, chosen)}), "
                 f"{_speed_text(row['epochs_to_target'], row['seconds_to_target'])}, "
-                f"state {format_bytes(row['optimizer_state_bytes'])} (lr={row['params'].get('lr', math.nan):.3g})"
+                f"state {format_bytes(row['optimizer_state_bytes'])} (lr={row['params'].get('lr', math.nan):.3g}; "
+                f"{_tried_text(learning_rates_tried(trials, row['optimizer']))}"
+                + (f", {seeds} seeds" if seeds > 1 else "") + ")"
             )
-    trained = set(ok["optimizer"])
+    ok = configs[configs["ok"]] if "ok" in configs else configs
+    trained = set(ok["optimizer"]) if "optimizer" in ok else set()
     bad = trials[trials["outcome"].isin(BAD_OUTCOMES + ("infeasible",))]
     for outcome, group in bad.groupby("outcome"):
         names = sorted(set(group["optimizer"]) - (trained if outcome != "infeasible" else set()))
         if names:
             lines.append(f"  {outcome}: {', '.join(names)} (no configuration of theirs trained cleanly)")
+    lines.append(target_text(trials, objective))
     return "\n".join(lines)

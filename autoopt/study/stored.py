@@ -145,6 +145,21 @@ def load_tracking(study: optuna.Study) -> tuple[str | None, str | None]:
     return record.get("tracking_uri"), record.get("parent_run_id")
 
 
+#: The study user attribute, shown on optuna-dashboard's study page ("Study User Attributes"), that
+#: holds the answer: "trial 11: adam (lr=0.0277, ...): validation loss ..." (the whole explanation).
+RECOMMENDATION_ATTR = "autoopt:recommendation"
+
+
+def save_recommendation(study: optuna.Study, recommendation: Any) -> None:
+    """The answer where optuna-dashboard shows it, beside its "Best Trial" card (Optuna's lowest single
+    value, which the choice may pass over): one attribute, the recommended trial's number (the first of
+    its seeds) then the explanation. Each run of the study writes it again: a resumed study shows its
+    latest answer."""
+    numbers = sorted(recommendation.trial_numbers)
+    trial = f"trial {numbers[0]}" if numbers else "no trial"
+    study.set_user_attr(RECOMMENDATION_ATTR, f"{trial}: {recommendation.explanation}")
+
+
 def quiet_optuna() -> int:
     """Silence Optuna's per-trial INFO lines (we show our own progress); returns the old level."""
     level = optuna.logging.get_verbosity()

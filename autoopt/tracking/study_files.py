@@ -34,6 +34,23 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: What a person opening trials.csv looks for first, on the left of the screen; the long columns
+#: (params, the curve, an error) come last.
+CSV_FIRST = ("optimizer", "lr", "outcome", "final_val_loss", "best_val_loss", "epochs", "seed", "number", "purpose")
+CSV_LAST = ("config", "params", "val_curve", "error", "run_id")
+
+
+def csv_columns(table: pd.DataFrame) -> list[str]:
+    """The trials table's columns in the order trials.csv has them (every column, none twice).
+
+    >>> csv_columns(pd.DataFrame(columns=["number", "params", "optimizer", "lr", "seconds"]))
+    ['optimizer', 'lr', 'number', 'seconds', 'params']
+    """
+    first = [c for c in CSV_FIRST if c in table]
+    last = [c for c in CSV_LAST if c in table]
+    return first + [c for c in table if c not in first and c not in last] + last
+
+
 def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataFrame,
                       run_ids: Mapping[int, str] | None = None) -> None:
     """Write recommendation.json (when there is one), trials.csv and the PNG charts into ``folder``.
@@ -52,9 +69,9 @@ def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataF
     table["run_id"] = [run_ids.get(int(n)) if pd.notna(n) else None for n in table["number"]]
     for column in ("params", "val_curve"):  # JSON in a cell, so the CSV reads back into Python
         table[column] = table[column].map(lambda v: json.dumps(jsonable(v)))
-    table.to_csv(folder / "trials.csv", index=False)
-    figures = {"val_loss_curves.png": lambda: plots.plot_curves(trials),
-               "lr_sensitivity.png": lambda: plots.plot_lr_sensitivity(trials),
+    table[csv_columns(table)].to_csv(folder / "trials.csv", index=False)
+    figures = {"val_loss_curves.png": lambda: plots.plot_curves(trials, rec),
+               "lr_sensitivity.png": lambda: plots.plot_lr_sensitivity(trials, rec),
                "tradeoff.png": lambda: plots.plot_tradeoff(trials, rec)}
     for name, draw in figures.items():
         try:

@@ -28,11 +28,13 @@ def batch_length(inputs: Any, target: Any) -> int:
             return n
     return 0
 
+
 def steps_per_epoch(part: Part, batch_size: int) -> int:
     """Optimizer steps in one pass over ``part``."""
     if isinstance(part, LoaderPart):
         return len(part.loader)
     return -(-len(part) // batch_size)
+
 
 def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32",
              collect: list[tuple[Any, Any]] | None = None) -> tuple[float, float | None]:
@@ -60,6 +62,7 @@ def evaluate(model: nn.Module, part: Part, task: Task, precision: str = "fp32",
     model.train()
     loss = float(total) / max(count, 1)  # one device sync per evaluation
     return loss, (float(correct) / max(count, 1) if has_accuracy else None)
+
 
 def metric_values(metrics: dict[str, MetricFn], batches: list[tuple[Any, Any]]) -> dict[str, float]:
     """Each metric of the predictions and targets of ``batches``, concatenated: ``{name: value}``.

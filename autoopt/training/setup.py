@@ -76,6 +76,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"precision='fp16' needs a CUDA device (autocast with a gradient scaler) but the device "
                          f"is {device}; use 'bf16' or 'fp32' there.")
 
+
 def autocast(device: torch.device, precision: str) -> Any:
     """The autocast context of ``precision`` on ``device``; a no-op for fp32."""
     if precision == "fp32":

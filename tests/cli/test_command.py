@@ -153,7 +153,7 @@ def test_run_prints_table_recommendation_and_where_it_is_stored(project, capsys)
     assert main(["run", "studies/tiny.toml", "--no-tracking"]) == 0
     captured = capsys.readouterr()
     out = captured.out
-    assert "Best configuration of each optimizer:" in out and "val_loss" in out
+    assert "Best configuration of each optimizer (★ the recommendation" in out and "val_loss" in out
     assert "Recommendation:" in out and "Chosen by policy 'default'" in out
     assert "In code:\n    optimizer = torch.optim." in out
     assert "Study 'tiny':" in out and "sqlite:///tiny.db" in out
@@ -224,7 +224,7 @@ def test_show_rebuilds_the_report_from_the_storage(project, capsys):
     ran = capsys.readouterr().out
     assert main(["show", "tiny"]) == 0
     shown = capsys.readouterr().out
-    assert "Recommendation:" in shown and "Best configuration of each optimizer:" in shown
+    assert "Recommendation:" in shown and "Best configuration of each optimizer (" in shown
     recommended = ran[ran.index("In code:"):].split("\n\n")[0]  # the code lines up to the blank line
     assert recommended in shown
     assert main(["show", "studies/tiny.toml"]) == 0  # a study file stands for its name and storage
@@ -251,12 +251,16 @@ def test_run_with_tracking_says_where_the_record_is_and_how_to_open_it(project, 
         seen["config"] = config
         report = real_tune(model, data, config=dataclasses.replace(config, tracking=False))
         report.tracking_uri, report.parent_run_id = config.tracking_uri or "sqlite:///mlflow.db", "abc123"
+        report._mlflow_link = "http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=autoopt-abc123"
         return report
 
     monkeypatch.setattr(sys.modules["autoopt.tune"], "tune", tune_with_a_record)
     assert main(["run", "studies/tiny.toml", "--quiet"]) == 0
     assert seen["config"].tracking is True
-    assert "MLflow: parent run abc123 in sqlite:///mlflow.db. See it with: autoopt ui\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MLflow: parent run abc123 in sqlite:///mlflow.db. See it with: autoopt ui\n" in out
+    assert ("The answer at a glance (the comparison chart), once `autoopt ui` runs:\n"
+            "  http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=autoopt-abc123\n") in out
     assert main(["run", "studies/tiny.toml", "--quiet", "--tracking-uri", "sqlite:///elsewhere.db"]) == 0
     assert seen["config"].tracking_uri == "sqlite:///elsewhere.db"
     assert "See it with: autoopt ui --tracking-uri sqlite:///elsewhere.db" in capsys.readouterr().out

@@ -76,7 +76,9 @@ def test_a_lowest_loss_between_worse_learning_rate_neighbours_is_passed_over_and
     assert rec.params == {"lr": 0.0277}
     lines = rec.explanation.splitlines()
     assert lines[2].startswith("Passed over: adam (lr=0.0464) has the best single validation loss, 0.093")
-    assert "scores 0.1133, the choice 0.107" in lines[2]  # 0.093/2 + mean(0.093, 0.188, 0.120)/2
+    # 0.093/2 + mean(0.093, 0.188, 0.120)/2, labelled, and the choice's own loss beside its score
+    assert "its smoothed score (its own loss averaged with its neighbours', what the policy ranks) is 0.1133, " \
+           "the choice's 0.107 (own loss 0.107)" in lines[2]
 
 
 def test_no_passed_over_line_when_the_lowest_loss_is_chosen():

@@ -302,17 +302,44 @@ def test_studies_of_one_process_in_different_folders_each_get_their_own_default_
 
 # --- one study on the server: what the UI shows -----------------------------------------------------------
 
-def test_the_best_of_optimizer_filter_gives_one_run_per_optimizer_that_trained(tracked):
+def test_the_best_of_optimizer_filter_gives_one_run_per_optimizer_the_recommended_one_among_them(tracked):
+    """One filter shows the answer: the recommended run (named so, with the explanation as its
+    description) beside the run the explanation names for every other optimizer."""
+    from autoopt.tracking.compared import compared_trials
+
     report, client = tracked
     best = _children(client, report.parent_run_id, "tags.`autoopt.best_of_optimizer` = 'true'")
     trained = report.trials[report.trials["epochs"] > 0]
     assert sorted(r.data.params["optimizer"] for r in best) == sorted(trained["optimizer"].unique())
     assert len(trained["optimizer"].unique()) >= 3  # adam, sgd and the diverging one at least
-    by_optimizer = {r.data.params["optimizer"]: r for r in best}
-    done = report.trials[report.trials["outcome"] == "completed"]
-    for name, group in done.groupby("optimizer"):  # where some trial completed, the best completed one
-        winner = group.loc[group["final_val_loss"].idxmin()]
-        assert by_optimizer[name].data.tags["autoopt.trial"] == str(int(winner["number"]))
+    shown = compared_trials(report.trials, report.recommendation)
+    assert {int(r.data.tags["autoopt.trial"]) for r in best} == set(shown["number"].astype(int))
+    rec = report.recommendation
+    chosen = [r for r in best if r.data.tags.get("autoopt.recommended") == "true"]
+    assert len(chosen) == 1 and int(chosen[0].data.tags["autoopt.trial"]) == min(rec.trial_numbers)
+    assert chosen[0].info.run_name.startswith("★ ") and chosen[0].info.run_name.endswith(" (recommended)")
+    assert rec.explanation in chosen[0].data.tags["mlflow.note.content"]
+    assert not any("★" in r.info.run_name for r in best if r is not chosen[0])
+    colours = {r.data.params["optimizer"]: r.data.tags["mlflow.runColor"] for r in best}
+    assert len(set(colours.values())) == len(colours)  # one colour per optimizer
+
+
+def test_the_link_opens_the_studys_comparison_view(tracked):
+    from autoopt.tracking.mlflow.links import comparison_view, share_key
+
+    report, client = tracked
+    parent = client.get_run(report.parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    link = parent.data.tags["autoopt.comparison_link"]
+    assert link == report.mlflow_link
+    assert link.startswith(f"{report.tracking_uri}/#/experiments/{experiment.experiment_id}/runs?")
+    assert f"viewStateShareKey={share_key(report.parent_run_id)}" in link and "workflowType=machine_learning" in link
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{share_key(report.parent_run_id)}"])
+    assert view == comparison_view(report.parent_run_id)
+    assert view["compareRunCharts"][0]["scaleType"] == "log"
+    found = client.search_runs([experiment.experiment_id], view["searchFilter"])  # the view's own filter
+    assert {r.data.tags["autoopt.trial"] for r in found} == {
+        r.data.tags["autoopt.trial"] for r in _children(client, report.parent_run_id, "tags.`autoopt.best_of_optimizer` = 'true'")}
 
 
 def test_the_recommended_runs_are_tagged_and_named_on_the_parent_and_in_the_json(tracked, tmp_path):
@@ -337,8 +364,10 @@ def test_the_parent_holds_the_study_settings_and_explains_the_choice(tracked):
     assert params and all(k.startswith("study.") for k in params)
     assert params["study.epochs"] == "3" and params["study.device"] == "cpu" and "study.version_torch" in params
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith(report.recommendation.explanation)
-    assert 'tags.autoopt.best_of_optimizer = "true"' in note
+    assert note.startswith("**[Open the comparison chart](#/experiments/")
+    assert report.recommendation.explanation in note and "autoopt.best_of_optimizer = \"true\"" in note
+    for run_id in parent.data.tags["autoopt.recommended_run_ids"].split(","):  # each run is a link
+        assert f"/runs/{run_id})" in note
     assert parent.data.metrics["rec_val_loss"] == pytest.approx(report.recommendation.val_loss)
 
 
@@ -348,8 +377,9 @@ def test_a_child_run_holds_only_its_trials_own_params(tracked):
     assert sorted(runs) == _trained_numbers(report.trials)
     for _, row in report.trials.dropna(subset=["number"]).iterrows():
         run = runs[int(row["number"])]
-        assert set(run.data.params) == {"optimizer", "seed", "purpose", *row["params"]}
+        assert set(run.data.params) == {"optimizer", "seed", "purpose", "log10_lr", *row["params"]}
         assert float(run.data.params["lr"]) == pytest.approx(row["lr"], rel=1e-5)
+        assert float(run.data.params["log10_lr"]) == pytest.approx(math.log10(row["lr"]), abs=1e-3)
         assert run.data.metrics["epochs_trained"] == row["epochs"]
         assert run.data.tags["autoopt.stage"] in {"portfolio", "lr line search", "search", "re-evaluation"}
 
@@ -460,6 +490,9 @@ def test_a_resumed_study_reuses_its_parent_and_moves_the_tags(server, blobs, tmp
     best = _children(client, second.parent_run_id, "tags.`autoopt.best_of_optimizer` = 'true'")
     assert sorted(r.data.params["optimizer"] for r in best) == ["adam", "sgd"]  # one each: stale tags gone
     assert client.get_run(second.parent_run_id).data.tags["latest.study.n_trials"] == "6"
+    # the mark of the choice is on the second answer's run alone, whichever run had it before
+    starred = [r for r in runs.values() if "★" in r.info.run_name or "mlflow.note.content" in r.data.tags]
+    assert [int(r.data.tags["autoopt.trial"]) for r in starred] == [min(second.recommendation.trial_numbers)]
 
 
 # --- a server that goes away mid-study: last, since it kills the module's server ------------------------

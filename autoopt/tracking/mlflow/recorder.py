@@ -6,10 +6,12 @@ The study's process (``tracker.py``) sends what happens; this writes it, in orde
   ``flush_seconds``, one epoch behind, so a diverging epoch is never sent) or when it ends: a short
   trial costs three calls in all.
 - ``summary`` reconciles MLflow with the Optuna storage's records: every trained trial gets exactly
-  one complete child run (missing ones are written, half-written ones rewritten), the best run of
-  each optimizer and the recommended runs are tagged (stale tags removed), and the parent gets the
-  recommendation. The same code backfills after a server outage (``autoopt sync``), idempotently.
-  Then it tells the study its answer is recorded, and draws and uploads the charts and files.
+  one complete child run (missing ones are written, half-written ones rewritten), the run that stands
+  for each optimizer (``compared.py``: the recommended run for the chosen one) and the recommended runs
+  are tagged, the recommended run named so (stale tags and names undone), the experiment gets the
+  study's comparison view (``links.py``) and the parent the recommendation and the link to that view.
+  The same code backfills after a server outage (``autoopt sync``), idempotently. Then it tells the
+  study its answer is recorded, and draws and uploads the charts and files.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from ...recommendation.table import best_trained_per_optimizer
 from ...records import Candidate, EpochRecord, TrialRecord
+from ..compared import compared_trials
 from ..study_files import write_study_files
-from . import runs
+from . import links, runs
+from .description import CHOICE_NOTE_START, describe_choice, describe_study
 from .calls import FAILED, Calls
 
 if TYPE_CHECKING:
@@ -169,8 +172,9 @@ class StudyRecorder:
             run_ids = calls.attempt(self._reconcile, records, times, killed)
             if run_ids is FAILED:
                 return
-            calls.attempt(self._tag_comparison, rec, trials, run_ids)
-            calls.attempt(self._write_parent, rec, trials, records, run_ids, len(killed))
+            shown = compared_trials(trials, rec)
+            calls.attempt(self._tag_comparison, rec, shown, trials, records, run_ids)
+            calls.attempt(self._write_parent, rec, shown, trials, records, run_ids, len(killed))
         finally:
             self._emit("summary", calls.unsent, dict(self.synced))  # tune() has its answer
         calls.attempt(self._attach_files, rec, trials, run_ids)
@@ -202,7 +206,8 @@ class StudyRecorder:
             metrics, params, tags = (metrics[_BATCH["metrics"]:], params[_BATCH["params"]:], tags[_BATCH["tags"]:])
 
     def _create_child(self, number: int, live: _Live) -> str | None:
-        tags = runs.trial_tags(number, live.family, live.purpose, self.study_name, self.parent_run_id)
+        tags = runs.trial_tags(number, live.family, live.purpose, self.study_name, self.parent_run_id,
+                               live.candidate.optimizer)
         name = runs.run_name(number, live.candidate.optimizer, live.seed, live.purpose)
         run = self.calls.attempt(self._client.create_run, self.experiment_id, start_time=live.start_ms,
                                  tags=tags, run_name=name)
@@ -274,11 +279,15 @@ class StudyRecorder:
         self.synced = {"created": created, "rewritten": rewritten}
         return ids
 
-    def _tag_comparison(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
-        """``autoopt.best_of_optimizer`` and ``autoopt.recommended`` on exactly the runs they belong to,
-        with the times to the target loss (known only now) on those runs; stale tags removed."""
-        best = {int(n) for n in best_trained_per_optimizer(trials)["number"]}
+    def _tag_comparison(self, rec: Recommendation | None, shown: pd.DataFrame, trials: pd.DataFrame,
+                        records: list[TrialRecord], run_ids: dict[int, str]) -> None:
+        """``autoopt.best_of_optimizer`` on the runs that stand for their optimizer (``shown``), and
+        ``autoopt.recommended`` on the recommended runs, on exactly those; the times to the target loss
+        (known only now) on them; the run that stands for the choice named so. Stale tags and names undone."""
+        best = {int(n) for n in shown["number"].dropna()}
+        chosen = {int(n) for n in shown.loc[shown["recommended"], "number"].dropna()}
         recommended = set(rec.trial_numbers) if rec is not None else set()
+        names = _base_names(records)
         rows = {int(r["number"]): r for _, r in trials.dropna(subset=["number"]).iterrows()}
         current = self._child_tags  # runs written by _reconcile itself have neither tag: {} is right
         now = _now_ms()
@@ -289,14 +298,25 @@ class StudyRecorder:
                 if not on and tags.get(key) == "true":
                     self._client.delete_tag(run_id, key)
             new = [RunTag(k, "true") for k, on in wanted.items() if on and tags.get(k) != "true"]
+            base = names.get(number)
+            if base is not None:
+                name = runs.chosen_name(base) if number in chosen else base
+                if tags.get(runs.RUN_NAME_TAG, base) != name:
+                    new.append(RunTag(runs.RUN_NAME_TAG, name))
+            # the recommended run's page says why, one click from the comparison chart's run list
+            note = describe_choice(rec, self.experiment_id, self.parent_run_id) if number in chosen else ""
+            if note and tags.get(runs.NOTE_TAG) != note:
+                new.append(RunTag(runs.NOTE_TAG, runs.tag_value(note)))
+            elif not note and tags.get(runs.NOTE_TAG, "").startswith(CHOICE_NOTE_START):
+                self._client.delete_tag(run_id, runs.NOTE_TAG)  # no longer the choice (a resumed study)
             if new:
                 row = rows.get(number)
                 metrics = [Metric(k, float(row[k]), now, 0) for k in ("epochs_to_target", "seconds_to_target")
                            if row is not None and math.isfinite(float(row[k]))]
                 self._write(run_id, metrics, tags=new)
 
-    def _write_parent(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
-                      run_ids: dict[int, str], killed: int = 0) -> None:
+    def _write_parent(self, rec: Recommendation | None, shown: pd.DataFrame, trials: pd.DataFrame,
+                      records: list[TrialRecord], run_ids: dict[int, str], killed: int = 0) -> None:
         now = _now_ms()
         metrics = [Metric(f"trials_{outcome}", float(n), now, 0) for outcome, n in trials["outcome"].value_counts().items()]
         metrics.append(Metric("trials", float(len(trials)), now, 0))
@@ -305,14 +325,18 @@ class StudyRecorder:
         target = trials.attrs.get("target_loss", math.nan)
         if isinstance(target, float) and math.isfinite(target):
             metrics.append(Metric("target_val_loss", target, now, 0))
-        tags = {}
+        # the view the link opens: the experiment's tag, written again each time (a resumed study's too)
+        self._client.set_experiment_tag(self.experiment_id, *links.comparison_view_tag(self.parent_run_id))
+        tags = {runs.COMPARISON_LINK_TAG: links.comparison_link(self.tracking_uri, self.experiment_id,
+                                                                self.parent_run_id)}
         if rec is not None:
             metrics += [Metric(f"rec_{k}", float(getattr(rec, k)), now, 0) for k in _REC_METRICS
                         if math.isfinite(float(getattr(rec, k)))]
             ids = [run_ids[n] for n in rec.trial_numbers if n in run_ids]
             tags[runs.RECOMMENDED_RUNS_TAG] = ",".join(ids)
             tags["autoopt.recommendation"] = runs.tag_value(f"{rec.optimizer} {runs.param_value(rec.params)}")
-        tags[runs.NOTE_TAG] = runs.tag_value(_explanation(rec, trials, records, run_ids))
+        note = describe_study(rec, shown, trials, records, run_ids, self.experiment_id, self.parent_run_id)
+        tags[runs.NOTE_TAG] = runs.tag_value(note)
         self._write(self.parent_run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _attach_files(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
@@ -331,26 +355,7 @@ def _adopt_environment(env: Mapping[str, str], cwd: str | None) -> None:
         os.chdir(cwd)
 
 
-def _explanation(rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
-                 run_ids: dict[int, str]) -> str:
-    """The parent run's description (Markdown in the UI): the choice, its runs, how to compare."""
-    names = {r.number: runs.run_name(r.number, r.candidate.optimizer, r.seed, r.purpose, r.measurement.outcome,
-                                     len(r.measurement.epochs)) for r in records if runs.trained(r)}
-    lines = [rec.explanation if rec is not None else "No recommendation: no trial completed.", ""]
-    if rec is not None:
-        lines.append("**Recommended runs** (tag `autoopt.recommended = \"true\"`): "
-                     + ", ".join(f"`{names.get(n, n)}` ({run_ids.get(n, 'not recorded')})" for n in rec.trial_numbers))
-    best = best_trained_per_optimizer(trials)
-    if len(best):
-        lines.append("")
-        lines.append("**Best run of each optimizer** (filter `tags.autoopt.best_of_optimizer = \"true\"`, "
-                     "then the Chart view: one `val_loss` curve per optimizer):")
-        for _, row in best.iterrows():
-            n = int(row["number"])
-            loss = row["final_val_loss"] if row["outcome"] == "completed" else row["best_val_loss"]
-            lines.append(f"- {row['optimizer']}: `{names.get(n, n)}`, {row['outcome']}, val loss {loss:.4g}, "
-                         f"lr {row['lr']:.3g}, {int(row['epochs'])} epochs")
-    skipped = runs.not_trained_lines(records)
-    if skipped:
-        lines += ["", "**Not trained** (no run):"] + [f"- {line}" for line in skipped]
-    return "\n".join(lines)
+def _base_names(records: list[TrialRecord]) -> dict[int, str]:
+    """Each trained trial's run name as its end gives it (``sgd-t007-pruned@2``), before any mark."""
+    return {r.number: runs.run_name(r.number, r.candidate.optimizer, r.seed, r.purpose, r.measurement.outcome,
+                                    len(r.measurement.epochs)) for r in records if runs.trained(r)}

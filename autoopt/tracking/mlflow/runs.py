@@ -5,8 +5,11 @@ Optuna storage are the same run.
 
 The rules the UI depends on:
 
-- A child run holds the trial's own params only (optimizer, its hyperparameters, seed, purpose);
-  the study's settings are params of the parent, prefixed ``study.``.
+- A child run holds the trial's own params only (optimizer, its hyperparameters, seed, purpose, and
+  ``log10_lr``, so that MLflow's Compare view, whose axes are linear, spreads the learning rates
+  evenly); the study's settings are params of the parent, prefixed ``study.``.
+- A child run has its optimizer's colour (``mlflow.runColor``, the colours of the PNG charts), and the
+  run that stands for the recommendation is named so: ``★ adam-t011-refine (recommended)``.
 - Per-epoch metrics are at step = epoch; summary metrics (and every parent metric) at step 0, so
   MLflow never draws a line between unrelated values.
 - No NaN or infinite value is ever logged, and a diverged trial's diverging epoch is not logged
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...records import Candidate, Measurement, TrialRecord
+from ..marks import CHOICE_MARK, optimizer_color
 
 try:  # MLflow's own limits; the fallbacks are its values since 2.x (this import is light)
     from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
@@ -47,6 +51,8 @@ RECOMMENDED_RUNS_TAG = "autoopt.recommended_run_ids"  # on the parent
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 NOTE_TAG = "mlflow.note.content"  # shown by the UI as the run's description
 RUN_NAME_TAG = "mlflow.runName"
+COLOR_TAG = "mlflow.runColor"  # the run's colour in MLflow's charts and run list
+COMPARISON_LINK_TAG = "autoopt.comparison_link"  # on the parent: the link that opens the comparison chart
 
 #: Outcomes of trials that never trained: no child run.
 NOT_TRAINED = ("eliminated", "cancelled", "infeasible")
@@ -101,6 +107,15 @@ def run_name(number: int, optimizer: str, seed: int, purpose: str, outcome: str 
     return name
 
 
+def chosen_name(name: str) -> str:
+    """The name of the run that stands for the recommendation in the comparison chart.
+
+    >>> chosen_name("adam-t011-refine")
+    '★ adam-t011-refine (recommended)'
+    """
+    return f"{CHOICE_MARK} {name} (recommended)"
+
+
 def outcome_text(m: Measurement, purpose: str = "search") -> str:
     if m.outcome == "pruned":
         return f"pruned at epoch {len(m.epochs)}"
@@ -130,14 +145,26 @@ def study_params(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def trial_params(candidate: Candidate, seed: int, purpose: str) -> dict[str, str]:
+    """The trial's own params; ``log10_lr`` beside ``lr`` (``"-1.633"`` for 0.0233) where it has one.
+
+    >>> trial_params(Candidate("sgd", {"lr": 0.01}), 0, "search")["log10_lr"]
+    '-2'
+    """
     values = {"optimizer": candidate.optimizer, **candidate.params, "seed": seed, "purpose": purpose}
+    lr = candidate.params.get("lr")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr):
+        values["log10_lr"] = round(math.log10(lr), 3)
     return {param_key(k): param_value(v) for k, v in values.items()}
 
 
-def trial_tags(record_number: int, family: str, purpose: str, study_name: str, parent_run_id: str) -> dict[str, str]:
+def trial_tags(record_number: int, family: str, purpose: str, study_name: str, parent_run_id: str,
+               optimizer: str = "") -> dict[str, str]:
     """The tags a child run has from its creation on (its outcome comes when it ends)."""
-    return {ROLE_TAG: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(record_number), FAMILY_TAG: family,
+    tags = {ROLE_TAG: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(record_number), FAMILY_TAG: family,
             STAGE_TAG: stage_name(purpose), PARENT_TAG: parent_run_id}
+    if optimizer:
+        tags[COLOR_TAG] = optimizer_color(optimizer)
+    return tags
 
 
 def end_tags(record: TrialRecord) -> dict[str, str]:
@@ -235,7 +262,8 @@ def training_start_ms(m: Measurement, end_ms: int, fallback_ms: int) -> int:
 def child_run(record: TrialRecord, study_name: str, parent_run_id: str, start_ms: int, end_ms: int) -> ChildRun:
     """The whole child run of a trial that trained, from its record alone."""
     m, c = record.measurement, record.candidate
-    tags = {**trial_tags(record.number, record.family, record.purpose, study_name, parent_run_id), **end_tags(record)}
+    tags = {**trial_tags(record.number, record.family, record.purpose, study_name, parent_run_id, c.optimizer),
+            **end_tags(record)}
     metrics = epoch_metrics(m, start_ms) + [(k, v, end_ms, 0) for k, v in summary_metrics(m).items()]
     return ChildRun(record.number, tags[RUN_NAME_TAG], tags, trial_params(c, record.seed, record.purpose),
                     metrics, run_status(m.outcome), start_ms, end_ms)

@@ -29,7 +29,6 @@ from .sizing import member_bytes, param_bytes
 from .stacked_model import StackedModel
 
 
-
 #: The torch implementation each optimizer class is stepped with in a fused pass, where torch has a
 #: faster one than the default for-loop on CPU: the same update rule in fewer kernel calls, so only
 #: the last bits of rounding may differ (tests/test_fused.py holds every optimizer to the sequential
