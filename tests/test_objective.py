@@ -112,7 +112,7 @@ def test_successive_halving_keeps_the_runs_with_the_best_objective(blobs):
     # budget < 3 runs: the portfolio races by successive halving; maximizing the loss keeps the worst runs
     objective = Objective(cross_entropy, direction="maximize", name="ce")
     report = autoopt.tune(_model(), blobs, objective=objective, budget=2, **QUICK)
-    records = [r for r in read_records(report.study, resolve_specs(None)) if r.purpose == "portfolio"]
+    records = [r for r in read_records(report.study, resolve_specs(None)) if r.purpose == "race"]
     at_rung = {r.number: r.measurement.epochs[0].val_metrics["ce"] for r in records
                if r.measurement.epochs and math.isfinite(r.measurement.epochs[0].val_loss)}
     assert len(at_rung) > 1

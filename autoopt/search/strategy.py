@@ -44,7 +44,7 @@ from ..tracking.tracker import Tracker
 from ..training.setup import TrainingSetup
 from .line_search import line_search
 from .portfolio import portfolio_candidates, run_portfolio
-from .race import MIN_RACE, PROBE_EPOCHS, RACE_BELOW, RACE_POOL, race_plan, run_race
+from .race import RACE_BELOW, RACE_POOL, race_shape, run_race
 from .reevaluation import enqueue_reevaluations
 from .runner import StudyRunner, Workers
 
@@ -63,10 +63,8 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     runner = StudyRunner(study, specs, setup, config, tracker, workers, progress, deadline, fused and workers is None)
     try:
         if not study.trials and config.total_budget is not None and config.total_budget < RACE_BELOW:
-            # the smallest race a study always affords, as it always trains one run to the end
-            race_epochs = max(config.total_epochs - config.reevaluation_cost * config.epochs,
-                              race_plan(MIN_RACE, config.epochs, PROBE_EPOCHS)[2] if MIN_RACE > 1 else 0)
-            run_race(runner, portfolio_candidates(specs, RACE_POOL), "race", race_epochs, first_rung=PROBE_EPOCHS)
+            first_rung, race_epochs = race_shape(config.total_budget - config.reevaluation_cost, config.epochs)
+            run_race(runner, portfolio_candidates(specs, RACE_POOL), "race", race_epochs, first_rung=first_rung)
         runner.run_queued("race")  # members of a race that a killed process left queued
         run_portfolio(runner, config.refine_after)
         if config.refine_lr:

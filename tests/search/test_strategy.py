@@ -47,6 +47,18 @@ def test_a_small_budget_races_the_portfolio_by_successive_halving(blobs):
     assert list(zip(trials["optimizer"], trials["lr"])) == [(c.optimizer, c.lr) for c in first]
 
 
+def test_a_budget_of_one_run_races_from_one_epoch_and_spends_at_most_a_quarter_run_more(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, epochs=9, budget=1, **FAST)
+    trials = report.trials
+    n = len(trials)
+    sizes, rungs, total = race_plan(n, 9, first_rung=1, rate=3)
+    assert rungs[0] == 1 and n > 1 and set(trials["purpose"]) == {"race"}
+    assert total <= 1.25 * 9 < race_plan(n + 1, 9, first_rung=1, rate=3)[2]
+    assert report.cost == pytest.approx(total / 9) and (trials["outcome"] == "completed").sum() == 1
+    assert sorted(trials["epochs"].value_counts().items()) == sorted(
+        (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]) if alive > after)
+
+
 def test_a_larger_budget_walks_the_learning_rate_of_the_best_entry(blobs):
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum"], epochs=3, budget=6, refine_after=2, **FAST)
     trials = report.trials
