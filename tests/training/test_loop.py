@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -98,26 +97,37 @@ def test_other_errors_propagate_to_the_caller(blobs):
         train_candidate(setup, get_spec("sgd"), Candidate("sgd", {"lr": 0.1}), seed=0)
 
 
+class _Clock:
+    """A clock that moves only when told: what a stall costs, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
 class _SlowFirstCalls(torch.nn.Module):
     """A model whose first forward passes stall, the way a process's first steps pay for lazy set-up."""
 
-    def __init__(self, inner: torch.nn.Module, stalls: int, seconds: float) -> None:
+    def __init__(self, inner: torch.nn.Module, stalls: int, clock: _Clock) -> None:
         super().__init__()
-        self.inner, self.stalls, self.seconds = inner, stalls, seconds
+        self.inner, self.stalls, self.clock = inner, stalls, clock
 
     def forward(self, x):  # noqa: ANN001
         if self.stalls > 0:
             self.stalls -= 1
-            time.sleep(self.seconds)
+            self.clock.now += 100.0
         return self.inner(x)
 
 
-def test_the_bare_epoch_excludes_the_warm_up(blobs):
+def test_the_bare_epoch_excludes_the_warm_up(blobs, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(bare_epoch, "time", clock)
     setup = make_setup(blobs, mlp(4, 3))
     # the stalls are set on the copy the measurement trains (fresh_model deep-copies the template)
-    setup.template = _SlowFirstCalls(setup.template, stalls=bare_epoch.BARE_WARMUP_BATCHES, seconds=0.3)
-    seconds = bare_epoch.measure_bare_epoch(setup)
-    assert seconds < 0.3  # each warm-up batch stalled 0.3 s; none of it is in the unit
+    setup.template = _SlowFirstCalls(setup.template, stalls=bare_epoch.BARE_WARMUP_BATCHES, clock=clock)
+    assert bare_epoch.measure_bare_epoch(setup) < 1  # each warm-up batch stalled 100 s; none is in the unit
 
 
 def test_the_bare_epoch_is_the_fastest_timed_one(blobs, monkeypatch):
