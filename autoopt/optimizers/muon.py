@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -55,8 +56,14 @@ def newton_schulz_dtype(device_type: str) -> torch.dtype:
     """The dtype Newton-Schulz runs in on this device, chosen once per process: bfloat16 on CUDA (as
     torch's Muon) and on CPUs that run bfloat16 matmul natively (torch's own test of the CPU, the
     instruction set, not a timing: a CPU without it is 20-50x slower in bfloat16, one with it about as
-    fast as in float32), float32 elsewhere.
+    fast as in float32), float32 elsewhere. ``AUTOOPT_NEWTON_SCHULZ_DTYPE=float32`` (or ``bfloat16``)
+    in the environment sets it for every device: the same numbers on every CPU (the benchmarks' grids).
     """
+    pinned = os.environ.get("AUTOOPT_NEWTON_SCHULZ_DTYPE")
+    if pinned:
+        if pinned not in ("float32", "bfloat16"):
+            raise ValueError(f"AUTOOPT_NEWTON_SCHULZ_DTYPE={pinned!r}: use 'float32' or 'bfloat16'")
+        return getattr(torch, pinned)
     if device_type == "cuda":
         return torch.bfloat16
     if device_type != "cpu":

@@ -43,9 +43,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from typing import Any
 
 import torch
+
+# Muon's Newton-Schulz step in float32 on every CPU, whatever its bfloat16 support: a cached grid means
+# the same on every machine (autoopt's own default would pick bfloat16 where matmul has it natively)
+os.environ.setdefault("AUTOOPT_NEWTON_SCHULZ_DTYPE", "float32")
 
 from . import v1, v2
 from .problem import Problem

@@ -139,3 +139,14 @@ def test_a_muon_recommendation_is_code_a_user_can_paste(blobs):
         assert type(a) is type(b) and [p for g in a.param_groups for p in g["params"]] == \
             [p for g in b.param_groups for p in g["params"]]
     assert math.isclose(pasted._inner[0].param_groups[0]["lr"], rec.params["lr"], rel_tol=1e-3)
+
+
+def test_the_environment_pins_the_newton_schulz_dtype_for_every_device(monkeypatch):
+    choose = newton_schulz_dtype.__wrapped__  # the per-process cache would hide the variable
+    monkeypatch.setenv("AUTOOPT_NEWTON_SCHULZ_DTYPE", "float32")
+    assert choose("cuda") is torch.float32 and choose("cpu") is torch.float32
+    monkeypatch.setenv("AUTOOPT_NEWTON_SCHULZ_DTYPE", "bfloat16")
+    assert choose("cpu") is torch.bfloat16
+    monkeypatch.setenv("AUTOOPT_NEWTON_SCHULZ_DTYPE", "half")
+    with pytest.raises(ValueError, match="'half'.*'float32' or 'bfloat16'"):
+        choose("cpu")
