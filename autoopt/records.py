@@ -105,6 +105,28 @@ class Measurement:
                 return float(record.epoch), record.elapsed_seconds
         return math.nan, math.nan
 
+    def summary(self) -> str:
+        """One short line of what the full record (``to_dict``) holds, for pages that show attributes
+        as they are (optuna-dashboard's trial page).
+
+        >>> Measurement("completed", [EpochRecord(1, 0.9, 0.8, 0.7, 0.5, 0.6), EpochRecord(2, 0.5, 0.4, 0.9, 1.0, 1.2)],
+        ...             seconds=1.0, optimizer_state_bytes=2048).summary()
+        'completed after 2 epochs: val_loss 0.8 -> 0.4 (best 0.4), val_accuracy 0.9, 1.0 s training, state 2.0 kB'
+        """
+        losses = [f"{v:.4g}" for v in self.val_losses]
+        parts = [f"{self.outcome} after {len(self.epochs)} epoch{'s' if len(self.epochs) != 1 else ''}"]
+        if losses:
+            parts[0] += f": val_loss {losses[0]} -> {losses[-1]}" if len(losses) > 1 else f": val_loss {losses[0]}"
+            parts[0] += f" (best {self.best_val_loss:.4g})" if math.isfinite(self.best_val_loss) else ""
+        if self.final_val_accuracy is not None:
+            parts.append(f"val_accuracy {self.final_val_accuracy:.3g}")
+        if self.epochs:
+            parts.append(f"{self.seconds:.1f} s training")
+            parts.append(f"state {self.optimizer_state_bytes / 1000:.1f} kB")
+        if self.error:
+            parts.append(self.error[:120])
+        return ", ".join(parts)
+
     @classmethod
     def failure(cls, exc: BaseException) -> Measurement:
         """A trial that raised: its exception type and message, nothing measured."""
