@@ -140,4 +140,4 @@ def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget
     train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,
                           rendezvous.group_stop(config.objective), fused=fused)
     trials.run_together(runner.study, runner.specs, train, config.seed, config.space, n=n, max_size=n,
-                        purposes=frozenset({purpose}), objective=config.objective, fused=fused)
+                        objective=config.objective, fused=fused)

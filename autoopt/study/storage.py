@@ -2,8 +2,10 @@
 
 ``open_storage`` turns a URL, ``journal:PATH`` or a journal file into an Optuna storage (with
 Optuna's heartbeat on RDB storages; ``trial_heartbeat`` keeps the equivalent on journal files, and
-on RDB storages for trials taken with ``study.ask()``). A trial whose heartbeat stopped died with its process: ``recover_stale_trials`` marks it
-failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
+on RDB storages for trials taken with ``study.ask()``). Each running trial names its process (host,
+pid and the process's start time). A trial died with its process when that process is gone (same
+host) or its heartbeat stopped (any host), or ended "interrupted" (Ctrl-C): ``recover_stale_trials``
+marks it failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
 whichever process gets there first (a PostgreSQL advisory lock, a file lock beside a sqlite or journal
 file, a process lock in memory), and ``enqueue_once`` uses it so that each portfolio entry, line-search
 step or re-run is queued exactly once. ``trials.py`` runs trials on top of this.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import threading
 import time
 import warnings
@@ -44,6 +47,10 @@ RETRY_OF = "retry_of"
 
 #: The system attribute in which a trial on a journal storage keeps its heartbeat (Unix time).
 HEARTBEAT_ATTR = "autoopt:heartbeat"
+
+
+#: The system attribute naming the process that runs a trial: {"host", "pid", "started"} (``process_identity``).
+OWNER_ATTR = "autoopt:owner"
 
 
 def heartbeat_seconds() -> int:
@@ -90,31 +97,73 @@ def is_storage_error(exc: BaseException) -> bool:
 
 
 def stale_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose heartbeat stopped more than GRACE_FACTOR intervals ago (their process died).
+    """RUNNING trials whose process died: on this host, its process is gone (known at once, whenever
+    the next run starts); on any host, its heartbeat stopped more than GRACE_FACTOR intervals ago.
 
     A running trial of a live process (any machine) keeps beating and is never listed. In-memory
     studies live in one process: nothing there is stale.
     """
     storage = _backend(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in stale]
+        return [t for t in running if t._trial_id in stale or _owner_gone(t)]
     if isinstance(storage, optuna.storages.JournalStorage):
         limit = time.time() - GRACE_FACTOR * heartbeat_seconds()
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if float(t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp()
-                                            if t.datetime_start else time.time())) < limit]
+        return [t for t in running if _owner_gone(t) or float(t.system_attrs.get(
+            HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else time.time())) < limit]
     return []
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """This host, ``pid`` (this process by default) and its start time (Linux's boot-relative clock
+    ticks, so that a reused pid is a different process; None elsewhere)."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "started": _started(pid)}
+
+
+def _started(pid: int) -> int | None:
+    """The start time of process ``pid`` from /proc (None without /proc, or if it is gone or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def mark_owner(trial: optuna.Trial) -> None:
+    """Record which process runs ``trial`` (``OWNER_ATTR``), so that the next run of the study on this
+    host knows at once when that process is gone."""
+    trial.study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, process_identity())
+
+
+def _owner_gone(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's process is known dead: it ran on this host and that process is gone."""
+    owner = trial.system_attrs.get(OWNER_ATTR)
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False  # another machine's trial: its heartbeat decides
+    pid = int(owner["pid"])
+    if Path("/proc").is_dir():
+        return owner.get("started") is None or _started(pid) != owner["started"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
     """Fail the trials whose process died and queue each again, once, with its params and user attrs.
 
-    A trial died when its heartbeat stopped (``stale_trials``), or when it is FAIL without a
-    measurement (another process already failed it: Optuna does so for RDB storages before each
-    trial). The re-run keeps ``purpose``, ``seed`` and its portfolio index, so a killed portfolio entry,
-    promotion or re-evaluation is redone as what it was. Returns the numbers of the dead trials
-    queued again now; a second call (from any process) queues nothing more.
+    A trial died when its process is gone or its heartbeat stopped (``stale_trials``), when it is
+    FAIL without a measurement (another process already failed it: Optuna does so for RDB storages
+    before each trial), or when it ended "interrupted" (Ctrl-C). The re-run keeps ``purpose``,
+    ``seed`` and its portfolio index, so a killed portfolio entry, promotion or re-evaluation is redone
+    as what it was; it is queued now, before anything new, so it is the next trial the study trains.
+    Returns the numbers of the dead trials queued again now; a second call (from any process) queues
+    nothing more.
 
     >>> study = optuna.create_study()
     >>> recover_stale_trials(study)
@@ -127,11 +176,15 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
             pass  # it finished, or another process failed it first: it is handled below either way
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if "measurement" in trial.user_attrs:
-            continue  # ended with a measurement: a failure of the candidate, not of its process
-        if _requeue(study, trial):
+        if _cut_short(trial) and _requeue(study, trial):
             requeued.append(trial.number)
     return requeued
+
+
+def _cut_short(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a FAIL trial ended because its process did (killed, or Ctrl-C), not by its candidate's
+    own failure: it has no measurement, or an "interrupted" one."""
+    return trial.user_attrs.get("measurement", {}).get("outcome", "interrupted") == "interrupted"
 
 
 def dead_trials(study: optuna.Study) -> list[int]:
@@ -240,8 +293,10 @@ def trial_heartbeat(trial: optuna.Trial, *, asked: bool = False) -> Iterator[Non
 
     Optuna keeps heartbeats only in RDB storages (sqlite, PostgreSQL), and only for trials that
     ``study.optimize`` runs: for a trial taken with ``study.ask()`` (``asked``, see ``run_together``)
-    this beats there too, as Optuna's own heartbeat thread would.
+    this beats there too, as Optuna's own heartbeat thread would. On every storage it first records
+    which process runs the trial (``mark_owner``).
     """
+    mark_owner(trial)
     storage = trial.study._storage
     if isinstance(storage, optuna.storages.JournalStorage):
         def record() -> None:
