@@ -79,15 +79,62 @@ def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> An
         if isinstance(storage, str):
             # Optuna's heartbeat: a thread per running trial; a trial that stops beating is failed by
             # the next trial of any process and re-queued once (recover_stale_trials)
-            interval = heartbeat_seconds()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(storage, heartbeat_interval=interval,
-                                                  grace_period=GRACE_FACTOR * interval,
-                                                  heartbeat_stale_trial_callback=_requeue_callback)
+            return _open_rdb(storage)
         return storage
     except OSError as exc:
         raise ValueError(f"storage={str(storage)!r} cannot be opened: {exc}.") from None
+
+
+#: Attempts at opening a database whose schema another process may be creating at the same moment.
+SCHEMA_ATTEMPTS = 5
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage of ``url``, its tables created if it has none.
+
+    Processes that open a new database at the same moment would each create the tables and all but
+    one fail (``UNIQUE constraint failed: alembic_version.version_num`` on sqlite): a sqlite file is
+    opened under a file lock beside it, and a server's database is opened again after such an error,
+    when the winner's tables are there.
+    """
+    interval = heartbeat_seconds()
+    path = _sqlite_path(url)
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with _file_lock(Path(f"{path}.autoopt-lock") if path else None), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=interval,
+                                                  grace_period=GRACE_FACTOR * interval,
+                                                  heartbeat_stale_trial_callback=_requeue_callback)
+        except Exception as exc:
+            if attempt == SCHEMA_ATTEMPTS - 1 or not is_storage_error(exc) or isinstance(exc, OSError):
+                raise
+            time.sleep(0.1 * (attempt + 1))  # the other process is committing its tables
+    raise AssertionError("unreachable")
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL; None for other databases and in-memory sqlite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the block (nothing for None): every process respects it."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -262,26 +309,16 @@ def storage_lock(study: optuna.Study, key: str = "study") -> Iterator[None]:
                     connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
                     connection.commit()
             return
-        path = _lock_file(storage)
-        if path is None:
+        with _file_lock(_lock_file(storage)):
             yield
-            return
-        import fcntl
-
-        with open(path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _lock_file(storage: Any) -> Path | None:
     """The lock file beside a sqlite database or a journal file; None for other storages."""
     if isinstance(storage, optuna.storages.JournalStorage):
         target = getattr(storage._backend, "_file_path", None)
-    elif isinstance(storage, optuna.storages.RDBStorage) and storage.url.startswith("sqlite:///"):
-        target = storage.url[len("sqlite:///"):].split("?", 1)[0] or None
+    elif isinstance(storage, optuna.storages.RDBStorage):
+        target = _sqlite_path(storage.url)
     else:
         return None
     return Path(f"{target}.autoopt-lock") if target and target != ":memory:" else None
