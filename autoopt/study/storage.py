@@ -103,14 +103,30 @@ def _open_rdb(url: str) -> optuna.storages.RDBStorage:
         try:
             with _file_lock(Path(f"{path}.autoopt-lock") if path else None), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=interval,
-                                                  grace_period=GRACE_FACTOR * interval,
-                                                  heartbeat_stale_trial_callback=_requeue_callback)
+                kind = SqliteStorage if path else optuna.storages.RDBStorage
+                return kind(url, heartbeat_interval=interval, grace_period=GRACE_FACTOR * interval,
+                            heartbeat_stale_trial_callback=_requeue_callback)
         except Exception as exc:
             if attempt == SCHEMA_ATTEMPTS - 1 or not is_storage_error(exc) or isinstance(exc, OSError):
                 raise
             time.sleep(0.1 * (attempt + 1))  # the other process is committing its tables
     raise AssertionError("unreachable")
+
+
+class SqliteStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage on a sqlite file, where one queued trial is taken by one process only.
+
+    Optuna takes a queued trial by reading that it is WAITING and writing RUNNING in one transaction
+    with ``SELECT ... FOR UPDATE``, which sqlite ignores: two processes could both read WAITING and
+    both train the trial (a second MLflow run for it, its reports ignored as 'already reported').
+    Here the read and the write happen under the file lock beside the database.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with _file_lock(Path(f"{_sqlite_path(self.url)}.autoopt-lock")):
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 def _sqlite_path(url: str) -> str | None:

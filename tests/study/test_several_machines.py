@@ -114,8 +114,10 @@ def test_four_workers_share_one_study(tmp_path, kind):
     trained = [t for t in trials if t.user_attrs.get("purpose") == "search"
                and t.user_attrs.get("measurement", {}).get("outcome") not in (None, "cancelled", "eliminated")]
     print(kind, "search trials trained:", len(trained), "all trials:", len(trials))
-    # the budget is the study's total: at most one in-flight trial per other worker on top
-    assert budget.finished_trials(study) <= n_trials + workers - 1
+    # the budget is the study's total: at most one in-flight trial per other worker on top, and every
+    # trial trained (none opened only to be closed "cancelled")
+    assert budget.finished_trials(study) <= len(trials) <= n_trials + workers - 1
+    assert [t.number for t in trials if t.user_attrs.get("measurement", {}).get("outcome") in (None, "cancelled")] == []
 
     # one MLflow store shared by the four: 1 parent, exactly one child run per trained trial
     client = mlflow.MlflowClient(tracking_uri)
@@ -133,6 +135,35 @@ def test_four_workers_share_one_study(tmp_path, kind):
                        if t.user_attrs.get("measurement", {}).get("outcome") not in (None, "cancelled", "eliminated"))
     duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
     assert (duplicates, sorted(set(with_runs) - set(numbers)), sorted(set(numbers) - set(with_runs))) == ([], [], [])
+
+
+SHARED = """
+import sys, torch, autoopt
+g = torch.Generator().manual_seed(0)
+X = torch.randn(120, 4, generator=g)
+y = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
+autoopt.tune(torch.nn.Linear(4, 3), (X, y), optimizers=["sgd", "adam"], n_trials=10, epochs=3, seeds=1,
+             pruner="none", storage=sys.argv[1], study_name="shared", tracking=False, verbose=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_sqlite_study_make_at_most_n_trials_plus_one(tmp_path):
+    """Before: 13-17 trials for n_trials=10, some opened only to be closed "cancelled", and a queued
+    trial taken by both processes (trained twice, its second reports 'already reported')."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    (tmp_path / "shared.py").write_text(SHARED)
+    env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent)}
+    processes = [subprocess.Popen([sys.executable, str(tmp_path / "shared.py"), storage], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+        assert "already reported" not in err  # no trial trained by both
+    trials = optuna.load_study(study_name="shared", storage=open_storage(storage)).get_trials(deepcopy=False)
+    assert 10 <= len(trials) <= 10 + 2 - 1
+    assert [t.number for t in trials if t.state != TrialState.COMPLETE] == []
+    assert all(t.user_attrs["measurement"]["outcome"] == "completed" for t in trials)
 
 
 def _enqueue_many(storage: str, name: str, barrier, keys: list[str]) -> None:
