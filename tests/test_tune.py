@@ -139,12 +139,18 @@ def test_a_study_resumes_from_its_storage_with_a_total_budget(blobs, tmp_path):
 
 
 @pytest.mark.parametrize("parallel", ["processes", "threads"])
-def test_parallel_trials_each_land_once(blobs, parallel):
+def test_parallel_trials_each_land_once(blobs, parallel, tmp_path, monkeypatch):
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the workers' scratch journal goes
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], n_trials=6, n_jobs=2,
                           parallel=parallel, reevaluate_top=1, seeds=2, **FAST)
     numbers = report.trials["number"].tolist()
     assert len(numbers) == len(set(numbers)) == 7
     assert (report.trials["purpose"] == "reevaluation").sum() == 1
+    assert list((tmp_path / "tmp").glob("autoopt-*")) == []  # the scratch journal is removed; the report keeps a copy
+    assert len(report.study.trials) == 7
 
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
