@@ -199,3 +199,14 @@ def test_data_intake_and_task_inference_run_on_the_trials_threads(blobs, monkeyp
         assert torch.get_num_threads() == 2  # and the caller's setting is back
     finally:
         torch.set_num_threads(before)
+
+
+def test_identical_configurations_on_one_seed_train_once(blobs):
+    """A space that caps AdamW's learning rate below both portfolio entries (0.1 and 0.046) made them
+    one configuration, trained twice on one seed and reported as "± 0 over 2 seed(s)"."""
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adamw", "sgd"], space={"adamw": {"lr": [1e-4, 1e-2]}},
+                          n_trials=4, seeds=1, refine_lr=False, **FAST)
+    trained = report.trials[report.trials["number"].notna()]
+    pairs = list(zip(trained["config"], trained["seed"]))
+    assert len(pairs) == len(set(pairs)), trained[["number", "optimizer", "lr", "purpose", "seed"]]
+    assert "± 0 over 2" not in report.recommendation.explanation

@@ -78,6 +78,10 @@ class StudyRunner:
             left = 0
         return max(left, 0)
 
+    def within_space(self, candidate: Candidate) -> Candidate:
+        """``candidate`` brought into the study's search space, as its trial will train it."""
+        return trials.within_space(candidate, self.by_name[candidate.optimizer], self.config.space)
+
     def enqueue(self, candidate: Candidate, purpose: str, seed: int | None = None, *,
                 extra: dict[str, Any] | None = None, once: str | None = None) -> bool:
         """Queue ``candidate`` for ``purpose`` on ``seed`` (the study's by default): see ``trials.enqueue``."""

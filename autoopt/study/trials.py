@@ -76,6 +76,12 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
     return params
 
 
+def within_space(candidate: Candidate, spec: OptimizerSpec, space: str = "full") -> Candidate:
+    """``candidate`` as a trial of it will train: its values brought into the search space (a
+    ``space=`` that caps the learning rate makes several portfolio entries one configuration)."""
+    return suggest_candidate(optuna.trial.FixedTrial(trial_params(candidate, spec, space)), [spec], space)
+
+
 def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
             purpose: str, seed: int, *, extra: dict[str, Any] | None = None, once: str | None = None) -> bool:
     """Queue ``candidate`` as the next trial, with ``extra`` user attributes (kept with the trial).
