@@ -230,13 +230,16 @@ def unkilled_answer(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "sig"), [("journal", signal.SIGKILL), ("sqlite", signal.SIGINT)])
+@pytest.mark.parametrize(("kind", "sig"), [("journal", signal.SIGKILL), ("sqlite", signal.SIGINT),
+                                           ("postgresql", signal.SIGKILL)])
 def test_a_resume_at_once_reruns_the_killed_or_interrupted_trial_first_and_gets_the_same_answer(
-        tmp_path, kind, sig, unkilled_answer):
+        tmp_path, kind, sig, unkilled_answer, request):
     """The heartbeat's grace is 3 minutes here: the resume starts at once, long before it, and knows the
     trial's process is gone from its pid (same host). SIGINT is Ctrl-C: the trial ends "interrupted", and
     is re-run the same way. The resumed study recommends what an unkilled one recommends."""
-    storage = f"sqlite:///{tmp_path / 'resume.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'resume.log'}"
+    storage = {"sqlite": lambda: f"sqlite:///{tmp_path / 'resume.db'}",
+               "journal": lambda: f"journal:{tmp_path / 'resume.log'}",
+               "postgresql": lambda: request.getfixturevalue("fresh_postgres")}[kind]()
     (tmp_path / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
     env = study_env()
     command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]

@@ -15,11 +15,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import POSTGRES, postgres_available
+
 import autoopt
 from autoopt.study import budget, stored
 from autoopt.study.storage import QUEUE_KEY, enqueue_once, open_storage
-
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 RECIPE = '''\
 """Three blobs, a linear model: a study in seconds."""
@@ -36,16 +36,6 @@ def build(seed: int = 0):
     torch.manual_seed(seed)
     return torch.nn.Linear(4, 3), (X, y)
 '''
-
-
-def postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=2).close()
-        return True
-    except Exception:
-        return False
 
 
 def project(tmp_path: Path, n_trials: int, tracking: bool = False) -> Path:
@@ -200,25 +190,6 @@ def test_enqueue_once_queues_each_key_once_across_processes(tmp_path, kind):
 def _join_new_study(storage: str, name: str, barrier) -> None:
     barrier.wait(timeout=60)  # every process opens the new storage at the same moment
     stored.create_study(study_name=name, storage=storage, sampler="random", pruner="none", seed=0, epochs=1)
-
-
-@pytest.fixture
-def fresh_postgres():
-    """A new, empty PostgreSQL database (dropped after the test): its tables do not exist yet."""
-    if not postgres_available():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test)")
-    import psycopg
-
-    name = f"autoopt_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    from autoopt.study import storage as storages
-
-    for engine in storages._ENGINES.values():
-        engine.dispose()
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
