@@ -2,7 +2,8 @@
 
 ``open_storage`` turns a URL, ``journal:PATH`` or a journal file into an Optuna storage (with
 Optuna's heartbeat on RDB storages; ``trial_heartbeat`` keeps the equivalent on journal files, and
-on RDB storages for trials taken with ``study.ask()``). Each running trial names its process (host,
+on RDB storages for trials taken with ``study.ask()``); processes opening a new database at once all
+join it, and on sqlite a queued trial is taken by one process only (``SqliteStorage``). Each running trial names its process (host,
 pid and the process's start time). A trial died with its process when that process is gone (same
 host) or its heartbeat stopped (any host), or ended "interrupted" (Ctrl-C): ``recover_stale_trials``
 marks it failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import threading
 import time
 import warnings
@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import JOURNAL_PREFIX, journal_file
+from .owners import mark_owner, owner_gone
 
 #: Seconds between two heartbeats of a running trial; a trial whose heartbeat is older than
 #: GRACE_FACTOR of them died with its process and is re-run. AUTOOPT_HEARTBEAT_SECONDS overrides it.
@@ -47,10 +48,6 @@ RETRY_OF = "retry_of"
 
 #: The system attribute in which a trial on a journal storage keeps its heartbeat (Unix time).
 HEARTBEAT_ATTR = "autoopt:heartbeat"
-
-
-#: The system attribute naming the process that runs a trial: {"host", "pid", "started"} (``process_identity``).
-OWNER_ATTR = "autoopt:owner"
 
 
 def heartbeat_seconds() -> int:
@@ -170,51 +167,12 @@ def stale_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))
-        return [t for t in running if t._trial_id in stale or _owner_gone(t)]
+        return [t for t in running if t._trial_id in stale or owner_gone(t)]
     if isinstance(storage, optuna.storages.JournalStorage):
         limit = time.time() - GRACE_FACTOR * heartbeat_seconds()
-        return [t for t in running if _owner_gone(t) or float(t.system_attrs.get(
+        return [t for t in running if owner_gone(t) or float(t.system_attrs.get(
             HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else time.time())) < limit]
     return []
-
-
-def process_identity(pid: int | None = None) -> dict[str, Any]:
-    """This host, ``pid`` (this process by default) and its start time (Linux's boot-relative clock
-    ticks, so that a reused pid is a different process; None elsewhere)."""
-    pid = os.getpid() if pid is None else pid
-    return {"host": socket.gethostname(), "pid": pid, "started": _started(pid)}
-
-
-def _started(pid: int) -> int | None:
-    """The start time of process ``pid`` from /proc (None without /proc, or if it is gone or a zombie)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def mark_owner(trial: optuna.Trial) -> None:
-    """Record which process runs ``trial`` (``OWNER_ATTR``), so that the next run of the study on this
-    host knows at once when that process is gone."""
-    trial.study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, process_identity())
-
-
-def _owner_gone(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether the trial's process is known dead: it ran on this host and that process is gone."""
-    owner = trial.system_attrs.get(OWNER_ATTR)
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return False  # another machine's trial: its heartbeat decides
-    pid = int(owner["pid"])
-    if Path("/proc").is_dir():
-        return owner.get("started") is None or _started(pid) != owner["started"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
