@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import shutil
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,6 +116,7 @@ def tune(
         study_params = _study_params(config, split, task.kind, device)
         level = stored.quiet_optuna()
         status = "FAILED"
+        workers = None
         try:
             # the study first (no training): a resumed one names its MLflow parent run, which the tracker reopens
             study = stored.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
@@ -161,6 +164,10 @@ def tune(
         finally:
             stored.restore_optuna_verbosity(level)
             tracker.close(status)
+            if workers is not None and config.storage is None:  # the workers' scratch journal: no leftovers
+                if status == "FINISHED":
+                    study = stored.in_memory_copy(study)
+                shutil.rmtree(Path(workers.storage).parent, ignore_errors=True)
         return Report(recommendation, trials, study, config,
                       epochs_spent=float(trials["epochs"].sum()),
                       tracking_uri=getattr(tracker, "tracking_uri", None),

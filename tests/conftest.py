@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -48,3 +49,35 @@ def poll(condition, timeout: float, interval: float = 0.05):
             return value
         time.sleep(interval)
     return condition()
+
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=2).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def fresh_postgres():
+    """A new, empty PostgreSQL database (dropped after the test): its tables do not exist yet."""
+    if not postgres_available():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test)")
+    import psycopg
+
+    name = f"autoopt_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    from autoopt.study import storage as storages
+
+    for engine in storages._ENGINES.values():
+        engine.dispose()
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -37,9 +37,10 @@ X = torch.randn(3600, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
-autoopt.tune(model, (X, y), optimizers=OPTIMIZERS, n_trials=len(OPTIMIZERS), epochs=EPOCHS, batch_size=8, seeds=1,
+report = autoopt.tune(model, (X, y), optimizers=OPTIMIZERS, n_trials=len(OPTIMIZERS), epochs=EPOCHS, batch_size=8, seeds=1,
              pruner="none", storage=sys.argv[1], study_name="resume", tracking=sys.argv[2] != "off",
              tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False, fused=FUSED)
+print("RECOMMENDED", report.recommendation.optimizer, report.recommendation.params, report.recommendation.val_loss)
 """
 EPOCHS = 24
 
@@ -68,9 +69,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, recorders: list[int] | None = None):
-    """Start ``command``, SIGKILL it as soon as ``moment()`` returns something, and return that;
-    ``recorders`` gets the pids of the MLflow recorder processes it had started."""
+def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, recorders: list[int] | None = None,
+                sig: int = signal.SIGKILL):
+    """Start ``command``, SIGKILL it (or send it ``sig``) as soon as ``moment()`` returns something, wait
+    for it to end, and return that; ``recorders`` gets the pids of the MLflow recorder processes it had
+    started."""
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         found = poll(moment, timeout=120)
@@ -78,8 +81,8 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
         assert found, f"the moment never came: {ended} {process.stderr.read().decode()[-2000:] if ended is not None else ''}"
         if recorders is not None:
             recorders.extend(recorder_pids(process.pid))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        process.send_signal(sig)
+        process.wait(timeout=60)
         return found
     finally:
         if process.poll() is None:
@@ -194,6 +197,71 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     status = {int(r.data.tags["autoopt.trial"]): r.info.status for r in children if r is not dead}
     assert status == {n: RUN_STATUS[outcome] for n, outcome in trained.items()}
     assert parent.data.metrics["trials"] == len(trained) and parent.data.metrics["trials_killed"] == 1
+
+
+def mid_trial_after_a_finished_one(storage: str):
+    """The moment to kill: one trial finished and another running with many epochs left."""
+    def moment():
+        now = trials(storage)
+        running = [t for t in now if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= EPOCHS - 8]
+        return running[0] if running and any(t.state.is_finished() for t in now) else None
+    return moment
+
+
+def recommended(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("RECOMMENDED"))
+
+
+def study_env() -> dict[str, str]:
+    # a grace of 3 minutes: a resume that starts at once cannot rely on the heartbeat
+    return {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
+            "AUTOOPT_HEARTBEAT_SECONDS": "60"}
+
+
+@pytest.fixture(scope="module")
+def unkilled_answer(tmp_path_factory) -> str:
+    """What the study of ``study_script(["sgd", "adam"])`` recommends when nothing stops it."""
+    folder = tmp_path_factory.mktemp("unkilled")
+    (folder / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
+    done = subprocess.run([sys.executable, str(folder / "study.py"), f"sqlite:///{folder / 'ref.db'}", "off"],
+                          cwd=folder, env=study_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return recommended(done.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "sig"), [("journal", signal.SIGKILL), ("sqlite", signal.SIGINT),
+                                           ("postgresql", signal.SIGKILL)])
+def test_a_resume_at_once_reruns_the_killed_or_interrupted_trial_first_and_gets_the_same_answer(
+        tmp_path, kind, sig, unkilled_answer, request):
+    """The heartbeat's grace is 3 minutes here: the resume starts at once, long before it, and knows the
+    trial's process is gone from its pid (same host). SIGINT is Ctrl-C: the trial ends "interrupted", and
+    is re-run the same way. The resumed study recommends what an unkilled one recommends."""
+    storage = {"sqlite": lambda: f"sqlite:///{tmp_path / 'resume.db'}",
+               "journal": lambda: f"journal:{tmp_path / 'resume.log'}",
+               "postgresql": lambda: request.getfixturevalue("fresh_postgres")}[kind]()
+    (tmp_path / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
+    env = study_env()
+    command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
+    killed = kill_9_when(command, tmp_path, env, mid_trial_after_a_finished_one(storage), sig=sig)
+    before = trials(storage)
+    assert by_state(before, TrialState.RUNNING) == ([killed.number] if sig == signal.SIGKILL else [])
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = trials(storage)
+    assert after[killed.number].state == TrialState.FAIL
+    (rerun,) = [t for t in after if t.user_attrs.get(RETRY_OF) == killed.number]
+    assert rerun.number == len(before)  # the resume's first trial
+    assert rerun.state == TrialState.COMPLETE and rerun.params == killed.params
+    assert len(rerun.intermediate_values) == EPOCHS
+    assert by_state(after, TrialState.RUNNING) == by_state(after, TrialState.WAITING) == []
+    assert recover_stale_trials(load(storage)) == []
+    assert recommended(second.stdout) == unkilled_answer
+
+
+def by_state(found: list[optuna.trial.FrozenTrial], state: TrialState) -> list[int]:
+    return [t.number for t in found if t.state == state]
 
 
 @pytest.mark.slow

@@ -139,12 +139,18 @@ def test_a_study_resumes_from_its_storage_with_a_total_budget(blobs, tmp_path):
 
 
 @pytest.mark.parametrize("parallel", ["processes", "threads"])
-def test_parallel_trials_each_land_once(blobs, parallel):
+def test_parallel_trials_each_land_once(blobs, parallel, tmp_path, monkeypatch):
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the workers' scratch journal goes
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd"], n_trials=6, n_jobs=2,
                           parallel=parallel, reevaluate_top=1, seeds=2, **FAST)
     numbers = report.trials["number"].tolist()
     assert len(numbers) == len(set(numbers)) == 7
     assert (report.trials["purpose"] == "reevaluation").sum() == 1
+    assert list((tmp_path / "tmp").glob("autoopt-*")) == []  # the scratch journal is removed; the report keeps a copy
+    assert len(report.study.trials) == 7
 
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -193,3 +199,14 @@ def test_data_intake_and_task_inference_run_on_the_trials_threads(blobs, monkeyp
         assert torch.get_num_threads() == 2  # and the caller's setting is back
     finally:
         torch.set_num_threads(before)
+
+
+def test_identical_configurations_on_one_seed_train_once(blobs):
+    """A space that caps AdamW's learning rate below both portfolio entries (0.1 and 0.046) made them
+    one configuration, trained twice on one seed and reported as "± 0 over 2 seed(s)"."""
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adamw", "sgd"], space={"adamw": {"lr": [1e-4, 1e-2]}},
+                          n_trials=4, seeds=1, refine_lr=False, **FAST)
+    trained = report.trials[report.trials["number"].notna()]
+    pairs = list(zip(trained["config"], trained["seed"]))
+    assert len(pairs) == len(set(pairs)), trained[["number", "optimizer", "lr", "purpose", "seed"]]
+    assert "± 0 over 2" not in report.recommendation.explanation

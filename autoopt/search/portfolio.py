@@ -61,15 +61,22 @@ def run_portfolio(runner: StudyRunner, at_most: int | None) -> None:
     out, so a line-search step queued later must not wait behind the whole portfolio); each
     entry's index is stored with its trial, so none is queued twice, on resume or by a worker.
     """
-    entries = portfolio_candidates(runner.specs)
+    entries = [runner.within_space(c) for c in portfolio_candidates(runner.specs)]
     if at_most is not None:
         entries = entries[:at_most]
+    # an entry that is an earlier one within the search space is the same configuration: trained once
+    firsts = {}
+    for i, entry in enumerate(entries):
+        firsts.setdefault(entry.key(), i)
     while True:
         stored = runner.study.get_trials(deepcopy=False)
         queued = {t.user_attrs.get("portfolio_index") for t in stored}
-        # a configuration a race already trained on the study's seed is not trained again
-        raced = {t.user_attrs.get("key") for t in stored if t.user_attrs.get("seed") == runner.config.seed}
-        todo = [i for i in range(len(entries)) if i not in queued and entries[i].key() not in raced]
+        # a configuration already trained (or queued) on the study's seed, by a race or a line-search step,
+        # is not trained again
+        done = {t.user_attrs.get("key") for t in stored if t.user_attrs.get("seed") == runner.config.seed
+                and t.user_attrs.get("portfolio_index") is None}
+        todo = [i for i in range(len(entries))
+                if i not in queued and firsts[entries[i].key()] == i and entries[i].key() not in done]
         n = int(min(len(todo), runner.runs_left()))
         if n <= 0:
             runner.run_queued("portfolio")  # entries queued by a run that was stopped

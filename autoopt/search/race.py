@@ -122,7 +122,10 @@ def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget
     is queued once as a trial of ``purpose`` with its index (``race_index``), so a resumed study races
     the same entries and queues none twice."""
     config = runner.config
-    entries = entries[:RACE_MAX]
+    distinct: dict[str, Candidate] = {}  # entries that are one configuration within the search space race once
+    for entry in map(runner.within_space, entries):
+        distinct.setdefault(entry.key(), entry)
+    entries = list(distinct.values())[:RACE_MAX]
     n = largest_race(config.epochs, budget_epochs, first_rung, len(entries))
     fused = runner.fused_size >= n
     if not fused:  # side by side: every member's model and optimizer state are held at once
@@ -140,4 +143,4 @@ def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget
     train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,
                           rendezvous.group_stop(config.objective), fused=fused)
     trials.run_together(runner.study, runner.specs, train, config.seed, config.space, n=n, max_size=n,
-                        purposes=frozenset({purpose}), objective=config.objective, fused=fused)
+                        objective=config.objective, fused=fused)

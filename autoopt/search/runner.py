@@ -78,26 +78,30 @@ class StudyRunner:
             left = 0
         return max(left, 0)
 
+    def within_space(self, candidate: Candidate) -> Candidate:
+        """``candidate`` brought into the study's search space, as its trial will train it."""
+        return trials.within_space(candidate, self.by_name[candidate.optimizer], self.config.space)
+
     def enqueue(self, candidate: Candidate, purpose: str, seed: int | None = None, *,
                 extra: dict[str, Any] | None = None, once: str | None = None) -> bool:
         """Queue ``candidate`` for ``purpose`` on ``seed`` (the study's by default): see ``trials.enqueue``."""
         return trials.enqueue(self.study, candidate, self.by_name[candidate.optimizer], self.config.space, purpose,
                               self.config.seed if seed is None else seed, extra=extra, once=once)
 
-    def run_queued(self, purpose: str, reevaluation: bool = False) -> None:
-        """Run the queued trials of ``purpose`` in order, while they fit."""
+    def run_queued(self, purpose: str | None, reevaluation: bool = False) -> None:
+        """Run the queued trials of ``purpose`` (None: any) in order, while they fit."""
         while True:
             n = min(budget.waiting_trials(self.study, purpose), self.runs_left(reevaluation))
             if n <= 0:
                 return
-            self._run(int(n), frozenset({purpose}), queued=True)
+            self._run(int(n), queued=True)
 
     def run_one(self, candidate: Candidate, purpose: str) -> bool:
         """Train ``candidate`` now if it fits; False when the budget, the count or the time is spent."""
         if self.runs_left() < 1:
             return False
         self.enqueue(candidate, purpose, once=f"{purpose}:{candidate.key()}")
-        self._run(1, frozenset({purpose}), here=True)
+        self._run(1, here=True)
         return True
 
     def run_sampled(self) -> None:
@@ -107,21 +111,23 @@ class StudyRunner:
             if n <= 0:
                 return
             # an unbounded study (a timeout only) samples in rounds, so the deadline is checked between them
-            self._run(int(min(n, 50)), frozenset({"search"}))
+            self._run(int(min(n, 50)))
 
-    def _run(self, n: int, purposes: frozenset[str], here: bool = False, queued: bool = False) -> None:
-        """Run ``n`` trials of ``purposes``; ``queued``: all of them are queued already, so those of one
-        seed can train together (sampled trials are asked for one at a time: each waits for the last)."""
+    def _run(self, n: int, here: bool = False, queued: bool = False) -> None:
+        """Run ``n`` trials, queued ones first; ``queued``: all of them are queued already, so those of one
+        seed can train together (sampled trials are asked for one at a time: each waits for the last),
+        and none is sampled in their place once the queue is empty."""
         timeout = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
         if self.fused_size > 1 and n > 1 and queued and not here:
             train = group_trainer(self.by_name, self.setup, self.tracker, self.progress)
             trials.run_together(self.study, self.specs, train, self.config.seed, self.config.space, n=n,
-                                max_size=self.fused_size, purposes=purposes, objective=self.config.objective,
+                                max_size=self.fused_size, objective=self.config.objective,
                                 deadline=self.deadline)
             return
-        objective = self._objective(self.tracker, self.progress, purposes)
+        objective = self._objective(self.tracker, self.progress)
         if self.workers is None or here or n == 1:
-            trials.run(self.study, objective, n_trials=n, timeout=timeout, n_jobs=1 if here else self.config.n_jobs)
+            trials.run(self.study, objective, n_trials=n, timeout=timeout, n_jobs=1 if here else self.config.n_jobs,
+                       queued=queued)
             return
         workers, config, study = self.workers, self.config, self.study
 
@@ -133,8 +139,8 @@ class StudyRunner:
                                  objective=config.objective)
             status = "FINISHED"
             try:
-                trials.run(child, self._objective(child_tracker, ProgressBar(None, enabled=False), purposes),
-                           n_trials=share, timeout=timeout, n_jobs=1)
+                trials.run(child, self._objective(child_tracker, ProgressBar(None, enabled=False)),
+                           n_trials=share, timeout=timeout, n_jobs=1, queued=queued)
             except KeyboardInterrupt:
                 status = "KILLED"
                 raise
@@ -144,7 +150,7 @@ class StudyRunner:
         run_forked(min(workers.n, n), work, threads=workers.threads,
                    on_wait=lambda: self.progress.set_count(budget.spent(study, config.epochs)))
 
-    def _objective(self, tracker: Tracker, progress: ProgressBar, purposes: frozenset[str]) -> Any:
+    def _objective(self, tracker: Tracker, progress: ProgressBar) -> Any:
         return trials.make_objective(self.specs, trial_runner(self.by_name, self.setup, tracker, progress),
-                                     self.config.seed, self.config.space, purposes=purposes,
+                                     self.config.seed, self.config.space,
                                      objective=self.config.objective)

@@ -66,6 +66,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
             first_rung, race_epochs = race_shape(config.total_budget - config.reevaluation_cost, config.epochs)
             run_race(runner, portfolio_candidates(specs, RACE_POOL), "race", race_epochs, first_rung=first_rung)
         runner.run_queued("race")  # members of a race that a killed process left queued
+        runner.run_queued(None)  # re-runs of killed or interrupted trials, then anything else left queued
         run_portfolio(runner, config.refine_after)
         if config.refine_lr:
             line_search(runner)

@@ -2,8 +2,11 @@
 
 ``open_storage`` turns a URL, ``journal:PATH`` or a journal file into an Optuna storage (with
 Optuna's heartbeat on RDB storages; ``trial_heartbeat`` keeps the equivalent on journal files, and
-on RDB storages for trials taken with ``study.ask()``). A trial whose heartbeat stopped died with its process: ``recover_stale_trials`` marks it
-failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
+on RDB storages for trials taken with ``study.ask()``); processes opening a new database at once all
+join it, and on sqlite a queued trial is taken by one process only (``SqliteStorage``). Each running trial names its process (host,
+pid and the process's start time). A trial died with its process when that process is gone (same
+host) or its heartbeat stopped (any host), or ended "interrupted" (Ctrl-C): ``recover_stale_trials``
+marks it failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
 whichever process gets there first (a PostgreSQL advisory lock, a file lock beside a sqlite or journal
 file, a process lock in memory), and ``enqueue_once`` uses it so that each portfolio entry, line-search
 step or re-run is queued exactly once. ``trials.py`` runs trials on top of this.
@@ -25,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import JOURNAL_PREFIX, journal_file
+from .owners import mark_owner, owner_gone
 
 #: Seconds between two heartbeats of a running trial; a trial whose heartbeat is older than
 #: GRACE_FACTOR of them died with its process and is re-run. AUTOOPT_HEARTBEAT_SECONDS overrides it.
@@ -72,15 +76,78 @@ def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> An
         if isinstance(storage, str):
             # Optuna's heartbeat: a thread per running trial; a trial that stops beating is failed by
             # the next trial of any process and re-queued once (recover_stale_trials)
-            interval = heartbeat_seconds()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(storage, heartbeat_interval=interval,
-                                                  grace_period=GRACE_FACTOR * interval,
-                                                  heartbeat_stale_trial_callback=_requeue_callback)
+            return _open_rdb(storage)
         return storage
     except OSError as exc:
         raise ValueError(f"storage={str(storage)!r} cannot be opened: {exc}.") from None
+
+
+#: Attempts at opening a database whose schema another process may be creating at the same moment.
+SCHEMA_ATTEMPTS = 5
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage of ``url``, its tables created if it has none.
+
+    Processes that open a new database at the same moment would each create the tables and all but
+    one fail (``UNIQUE constraint failed: alembic_version.version_num`` on sqlite): a sqlite file is
+    opened under a file lock beside it, and a server's database is opened again after such an error,
+    when the winner's tables are there.
+    """
+    interval = heartbeat_seconds()
+    path = _sqlite_path(url)
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with _file_lock(Path(f"{path}.autoopt-lock") if path else None), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                kind = SqliteStorage if path else optuna.storages.RDBStorage
+                return kind(url, heartbeat_interval=interval, grace_period=GRACE_FACTOR * interval,
+                            heartbeat_stale_trial_callback=_requeue_callback)
+        except Exception as exc:
+            if attempt == SCHEMA_ATTEMPTS - 1 or not is_storage_error(exc) or isinstance(exc, OSError):
+                raise
+            time.sleep(0.1 * (attempt + 1))  # the other process is committing its tables
+    raise AssertionError("unreachable")
+
+
+class SqliteStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage on a sqlite file, where one queued trial is taken by one process only.
+
+    Optuna takes a queued trial by reading that it is WAITING and writing RUNNING in one transaction
+    with ``SELECT ... FOR UPDATE``, which sqlite ignores: two processes could both read WAITING and
+    both train the trial (a second MLflow run for it, its reports ignored as 'already reported').
+    Here the read and the write happen under the file lock beside the database.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with _file_lock(Path(f"{_sqlite_path(self.url)}.autoopt-lock")):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL; None for other databases and in-memory sqlite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the block (nothing for None): every process respects it."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -90,31 +157,34 @@ def is_storage_error(exc: BaseException) -> bool:
 
 
 def stale_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose heartbeat stopped more than GRACE_FACTOR intervals ago (their process died).
+    """RUNNING trials whose process died: on this host, its process is gone (known at once, whenever
+    the next run starts); on any host, its heartbeat stopped more than GRACE_FACTOR intervals ago.
 
     A running trial of a live process (any machine) keeps beating and is never listed. In-memory
     studies live in one process: nothing there is stale.
     """
     storage = _backend(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in stale]
+        return [t for t in running if t._trial_id in stale or owner_gone(t)]
     if isinstance(storage, optuna.storages.JournalStorage):
         limit = time.time() - GRACE_FACTOR * heartbeat_seconds()
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if float(t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp()
-                                            if t.datetime_start else time.time())) < limit]
+        return [t for t in running if owner_gone(t) or float(t.system_attrs.get(
+            HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else time.time())) < limit]
     return []
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
     """Fail the trials whose process died and queue each again, once, with its params and user attrs.
 
-    A trial died when its heartbeat stopped (``stale_trials``), or when it is FAIL without a
-    measurement (another process already failed it: Optuna does so for RDB storages before each
-    trial). The re-run keeps ``purpose``, ``seed`` and its portfolio index, so a killed portfolio entry,
-    promotion or re-evaluation is redone as what it was. Returns the numbers of the dead trials
-    queued again now; a second call (from any process) queues nothing more.
+    A trial died when its process is gone or its heartbeat stopped (``stale_trials``), when it is
+    FAIL without a measurement (another process already failed it: Optuna does so for RDB storages
+    before each trial), or when it ended "interrupted" (Ctrl-C). The re-run keeps ``purpose``,
+    ``seed`` and its portfolio index, so a killed portfolio entry, promotion or re-evaluation is redone
+    as what it was; it is queued now, before anything new, so it is the next trial the study trains.
+    Returns the numbers of the dead trials queued again now; a second call (from any process) queues
+    nothing more.
 
     >>> study = optuna.create_study()
     >>> recover_stale_trials(study)
@@ -127,11 +197,15 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
             pass  # it finished, or another process failed it first: it is handled below either way
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if "measurement" in trial.user_attrs:
-            continue  # ended with a measurement: a failure of the candidate, not of its process
-        if _requeue(study, trial):
+        if _cut_short(trial) and _requeue(study, trial):
             requeued.append(trial.number)
     return requeued
+
+
+def _cut_short(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a FAIL trial ended because its process did (killed, or Ctrl-C), not by its candidate's
+    own failure: it has no measurement, or an "interrupted" one."""
+    return trial.user_attrs.get("measurement", {}).get("outcome", "interrupted") == "interrupted"
 
 
 def dead_trials(study: optuna.Study) -> list[int]:
@@ -209,26 +283,16 @@ def storage_lock(study: optuna.Study, key: str = "study") -> Iterator[None]:
                     connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
                     connection.commit()
             return
-        path = _lock_file(storage)
-        if path is None:
+        with _file_lock(_lock_file(storage)):
             yield
-            return
-        import fcntl
-
-        with open(path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _lock_file(storage: Any) -> Path | None:
     """The lock file beside a sqlite database or a journal file; None for other storages."""
     if isinstance(storage, optuna.storages.JournalStorage):
         target = getattr(storage._backend, "_file_path", None)
-    elif isinstance(storage, optuna.storages.RDBStorage) and storage.url.startswith("sqlite:///"):
-        target = storage.url[len("sqlite:///"):].split("?", 1)[0] or None
+    elif isinstance(storage, optuna.storages.RDBStorage):
+        target = _sqlite_path(storage.url)
     else:
         return None
     return Path(f"{target}.autoopt-lock") if target and target != ":memory:" else None
@@ -240,8 +304,10 @@ def trial_heartbeat(trial: optuna.Trial, *, asked: bool = False) -> Iterator[Non
 
     Optuna keeps heartbeats only in RDB storages (sqlite, PostgreSQL), and only for trials that
     ``study.optimize`` runs: for a trial taken with ``study.ask()`` (``asked``, see ``run_together``)
-    this beats there too, as Optuna's own heartbeat thread would.
+    this beats there too, as Optuna's own heartbeat thread would. On every storage it first records
+    which process runs the trial (``mark_owner``).
     """
+    mark_owner(trial)
     storage = trial.study._storage
     if isinstance(storage, optuna.storages.JournalStorage):
         def record() -> None:

@@ -87,6 +87,14 @@ def create_study(
 OBJECTIVE_ATTR = "autoopt:objective"
 
 
+def in_memory_copy(study: optuna.Study) -> optuna.Study:
+    """The study copied into memory, trials and attributes, with its sampler and pruner: what a Report
+    keeps of a study whose storage was scratch (``tune(n_jobs=2)``'s journal, removed after the study)."""
+    memory = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=memory)
+    return optuna.load_study(study_name=study.study_name, storage=memory, sampler=study.sampler, pruner=study.pruner)
+
+
 def _check_stored_objective(study: optuna.Study, objective: Objective) -> None:
     """Record the study's objective; refuse to resume a study made for another one."""
     stored = study.user_attrs.get(OBJECTIVE_ATTR)

@@ -76,6 +76,12 @@ def trial_params(candidate: Candidate, spec: OptimizerSpec, space: str = "full")
     return params
 
 
+def within_space(candidate: Candidate, spec: OptimizerSpec, space: str = "full") -> Candidate:
+    """``candidate`` as a trial of it will train: its values brought into the search space (a
+    ``space=`` that caps the learning rate makes several portfolio entries one configuration)."""
+    return suggest_candidate(optuna.trial.FixedTrial(trial_params(candidate, spec, space)), [spec], space)
+
+
 def enqueue(study: optuna.Study, candidate: Candidate, spec: OptimizerSpec, space: str,
             purpose: str, seed: int, *, extra: dict[str, Any] | None = None, once: str | None = None) -> bool:
     """Queue ``candidate`` as the next trial, with ``extra`` user attributes (kept with the trial).
@@ -96,14 +102,14 @@ def make_objective(
     seed: int,
     space: str,
     *,
-    purposes: frozenset[str] = frozenset(PURPOSES),
     objective: Objective = VAL_LOSS,
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective: sample (or take the queued candidate), train through ``run_trial``, store.
 
     Each epoch reports ``objective``'s value (for pruning); a trial returns its final value.
 
-    A trial queued for another phase than ``purposes`` ends at once, untrained, as "cancelled".
+    Whatever a trial was queued for (another stage's entry, a re-run of a killed trial), the process
+    that takes it trains it: a trial is never opened only to be closed untrained.
     """
     measured = objective  # the name ``objective`` is Optuna's function below
 
@@ -112,10 +118,7 @@ def make_objective(
             return run_objective(trial)
 
     def run_objective(trial: optuna.Trial) -> float:
-        member = _begin_trial(trial, specs, seed, space, purposes, measured)
-        if member is None:  # queued for another phase: never trained here
-            raise optuna.TrialPruned()
-        number, candidate, trial_seed, purpose, should_stop = member
+        number, candidate, trial_seed, purpose, should_stop = _begin_trial(trial, specs, seed, space, measured)
         try:
             measurement = run_trial(number, candidate, trial_seed, purpose, should_stop)
         except TrainingInterrupted as exc:
@@ -144,9 +147,8 @@ TrainGroup = Callable[[list[GroupMember]], list[Measurement]]
 
 
 def _begin_trial(trial: optuna.Trial, specs: Sequence[OptimizerSpec], seed: int, space: str,
-                 purposes: frozenset[str], measured: Objective) -> GroupMember | None:
-    """Take the trial's candidate and record what it is; None (recorded "cancelled") for a trial
-    queued for a phase not in ``purposes``."""
+                 measured: Objective) -> GroupMember:
+    """Take the trial's candidate and record what it is."""
     purpose = str(trial.user_attrs.get("purpose", "search"))
     trial_seed = int(trial.user_attrs.get("seed", seed))
     group = bool(trial.user_attrs.get("group", False))
@@ -155,9 +157,6 @@ def _begin_trial(trial: optuna.Trial, specs: Sequence[OptimizerSpec], seed: int,
     trial.set_user_attr("seed", trial_seed)
     trial.set_user_attr("key", candidate.key())
     trial.set_user_attr("candidate", {"optimizer": candidate.optimizer, "params": candidate.params})
-    if purpose not in purposes:
-        trial.set_user_attr("measurement", Measurement("cancelled").to_dict())
-        return None
 
     def should_stop(record: EpochRecord) -> bool:
         if purpose == "reevaluation":  # re-runs measure the full budget on a new seed
@@ -188,7 +187,7 @@ GROUP_SIZE_ATTR = "trained_together"
 
 
 def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_group: TrainGroup, seed: int,
-                 space: str, *, n: int, max_size: int, purposes: frozenset[str],
+                 space: str, *, n: int, max_size: int,
                  objective: Objective = VAL_LOSS, deadline: float | None = None, fused: bool = True) -> None:
     """Run the next ``n`` queued trials like ``run``, but up to ``max_size`` of one seed at a time in one
     ``train_group`` call (ask and tell: each is still one trial, told its own value or state).
@@ -210,12 +209,8 @@ def run_together(study: optuna.Study, specs: Sequence[OptimizerSpec], train_grou
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask()
                 left -= 1
-                member = _begin_trial(trial, specs, seed, space, purposes, objective)
-                if member is None:
-                    study.tell(trial, state=TrialState.PRUNED)
-                    continue
                 beats.enter_context(trial_heartbeat(trial, asked=True))
-                members.append((trial, member))
+                members.append((trial, _begin_trial(trial, specs, seed, space, objective)))
             if not members:
                 if _next_waiting(study) is None:
                     return
@@ -278,14 +273,21 @@ def run(
     n_trials: int | None,
     timeout: float | None,
     n_jobs: int,
+    queued: bool = False,
 ) -> None:
-    """Run up to ``n_trials`` trials within ``timeout``; a trial's exception is a FAIL, not a crash."""
+    """Run up to ``n_trials`` trials within ``timeout``; a trial's exception is a FAIL, not a crash.
+
+    ``queued``: the trials to run are queued ones; once none is left waiting (another process took
+    the rest), this process stops instead of sampling new trials in their place.
+    """
     if n_trials is not None and n_trials <= 0:
         return
     callbacks = []
     total = study.user_attrs.get(TRIAL_BUDGET_ATTR)
     if total is not None:
         callbacks.append(stop_at_study_total(int(total)))
+    if queued:
+        callbacks.append(_stop_when_queue_empty)
     callbacks.append(save_clock)  # the study's search time, for a timeout that is the study's total
     study.optimize(
         objective,
@@ -295,3 +297,8 @@ def run(
         catch=(Exception,),
         callbacks=callbacks,
     )
+
+
+def _stop_when_queue_empty(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+    if _next_waiting(study) is None:
+        study.stop()

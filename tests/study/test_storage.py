@@ -68,3 +68,21 @@ def test_a_journal_trial_whose_heartbeat_stopped_is_failed_and_queued_again_once
     rerun = [t for t in trials if t.user_attrs.get(RETRY_OF) == trial.number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.WAITING and rerun[0].system_attrs["fixed_params"] == {"x": 2.0}
     assert rerun[0].user_attrs["purpose"] == "portfolio"
+
+
+def test_a_trial_whose_process_is_gone_is_stale_at_once_without_its_heartbeat(tmp_path):
+    import subprocess
+    import sys
+
+    from autoopt.study.owners import OWNER_ATTR, process_identity
+
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'o.log'}"), study_name="o")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    mine, theirs = study.ask(), study.ask()
+    study._storage.set_trial_system_attr(mine._trial_id, OWNER_ATTR, process_identity())
+    study._storage.set_trial_system_attr(theirs._trial_id, OWNER_ATTR, process_identity(ended.pid))  # it runs...
+    for trial in (mine, theirs):
+        study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())  # ...and beat just now
+    assert stale_trials(study) == []
+    ended.wait()  # ...and has ended: known at once, long before its heartbeat's grace period
+    assert [t.number for t in stale_trials(study)] == [theirs.number]

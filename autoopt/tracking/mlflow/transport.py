@@ -17,8 +17,8 @@ with the recorder).
 Failures (``calls.py``): the first failed call warns once, as a ``TrackingWarning`` raised
 in the study's process, and a store that is gone is skipped from then on; the Optuna storage holds
 every result for ``autoopt sync``. If the recorder dies, the study goes on with one warning. If the
-study's process dies (kill -9), the recorder sees its pipe close without a goodbye and stops at
-once: the next run of the study reconciles what was written.
+study's process dies (kill -9), the recorder sees its pipe close without a goodbye and exits at
+once, even mid-call: the next run of the study reconciles what was written.
 """
 
 from __future__ import annotations
@@ -292,7 +292,6 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("ignore")  # MLflow's deprecation notes would only clutter the study's stderr
     inbox: queue.Queue[Any] = queue.Queue()
-    gone = threading.Event()  # the study's process died: what it sent last no longer matters
     end = object()
 
     def read() -> None:
@@ -307,7 +306,10 @@ def serve() -> None:
                     inbox.put(message)
         except (EOFError, OSError, pickle.UnpicklingError):
             if not said_bye:
-                gone.set()
+                # the study's process died (kill -9, a worker taken down with its parent): end now, even
+                # in the middle of an MLflow call that may wait 30 s on a busy store; the next run of the
+                # study reconciles what was written
+                os._exit(0)
             inbox.put(end)
 
     def emit(sid: int, kind: str, *payload: Any) -> None:
@@ -328,7 +330,7 @@ def serve() -> None:
             for study in studies.values():
                 study.handle("tick", ())
             continue
-        if message is end or gone.is_set():
+        if message is end:
             return
         sid, method, args = message
         if method == "open":
