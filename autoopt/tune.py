@@ -80,7 +80,7 @@ def tune(
     if isinstance(settings.get("optimizers"), type):
         settings["optimizers"] = [settings["optimizers"]]  # named by StudyConfig's error: a class, not a name
     config = make_config(config, settings)
-    check_arguments(model, target, loss_fn)
+    check_arguments(model, target, loss_fn, output_fn=output_fn, step_fn=step_fn)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:

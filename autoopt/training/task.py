@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .batches import Split, TensorPart
+from .intake import check_two_classes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: picks the prediction tensor out of whatever the model returns
@@ -256,13 +257,15 @@ def _classification_from_floats(prediction: torch.Tensor, target: torch.Tensor, 
     binary = bool(((values == 0) | (values == 1)).all())
     one_output = prediction.numel() == len(prediction) == len(target)  # (N,) or (N, 1)
     if binary and one_output and target.numel() == len(target):
+        check_two_classes(values.unique().tolist(), "data")
         return Task("binary", _binary_loss_flat, note=(
             "the targets are floats that are all 0 or 1 and the model has one output: treated as binary "
             "classification (BCE with logits, accuracy measured); pass task='regression' for MSE instead."))
     one_hot = binary and values.ndim == 2 and values.shape[1] > 1 and bool((values.sum(dim=1) == 1).all())
     if one_hot and prediction.shape == target.shape:
+        check_two_classes(values.argmax(dim=1).unique().tolist(), "data")
         return Task("multiclass", _multiclass_loss, note=(
-            f"the targets are one-hot floats over {values.shape[1]} classes: treated as multiclass "
+            f"the targets are one-hot rows over {values.shape[1]} classes: treated as multiclass "
             "classification (cross-entropy, accuracy measured); pass task='regression' for MSE instead."))
     return None
 

@@ -119,7 +119,14 @@ class MlflowTracker:
         """Reopen the study's parent run ``parent_run_id`` (if it exists in this store) or create one;
         record the study's settings as ``study.*`` params. Raises if the store is unreachable."""
         self.tracking_uri = self.tracking_uri or mlflow.get_tracking_uri()
-        self._client = MlflowClient(self.tracking_uri)
+        try:
+            self._client = MlflowClient(self.tracking_uri)
+        except Exception as exc:  # a store MLflow will not open (a folder, a bad database URL): said in our words
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise ValueError(
+                f"MLflow cannot open the tracking store {self.tracking_uri!r} ({type(exc).__name__}: {first}); point "
+                "tracking_uri= / MLFLOW_TRACKING_URI at a database such as 'sqlite:///mlflow.db' or a server such "
+                "as 'http://127.0.0.1:5000', or pass tracking=False to train without MLflow.") from None
         self._study_name = study_name
         problem = probe(self._client, self.tracking_uri, self.probe_timeout)
         if problem:
