@@ -110,7 +110,7 @@ def tune(
         study_name = config.study_name or default_study_name(model)
         # a named study has its own experiment; unnamed ones (one per call) share one per model class
         experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
-        tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
+        tracker = make_tracker(config.tracking, config.tracking_uri, experiment, storage=config.storage)
         study_params = _study_params(config, split, task.kind, device)
         level = stored.quiet_optuna()
         status = "FAILED"
