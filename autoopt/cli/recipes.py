@@ -244,6 +244,43 @@ def load_recipe(ref: str, base_dir: str | Path | None = None) -> Recipe:
     return _recipe_from_module(module, name, function, ref)
 
 
+def recipe_defaults(ref: str, base_dir: str | Path | None = None) -> Recipe | None:
+    """The recipe ``ref``'s ``EPOCHS`` and ``BATCH_SIZE`` read from its source, without importing it
+    (nor torch): a Recipe whose ``make`` is not loaded, enough to resolve a study's settings. None when
+    they cannot be read so (a module reference, a value that is not a literal integer, a file that is
+    not there or does not parse): then the recipe has to be loaded.
+    """
+    ref = ref.strip() if isinstance(ref, str) else ""
+    target, _, _ = ("", "", "") if ref.endswith(".py") else ref.rpartition(":")
+    target = target or ref
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            path = Path(target).expanduser()
+            path = path if path.is_absolute() else Path(base_dir or ".") / path
+        elif _NAME.fullmatch(target):
+            path = _find_by_name(target, base_dir)
+        else:
+            return None
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (RecipeError, OSError, SyntaxError, ValueError):
+        return None
+    values: dict[str, int | None] = {"EPOCHS": None, "BATCH_SIZE": None}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for name in [t.id for t in targets if isinstance(t, ast.Name) and t.id in values]:
+            value = getattr(node, "value", None)
+            if isinstance(node, ast.AugAssign) or not isinstance(value, ast.Constant) \
+                    or isinstance(value.value, bool) or not isinstance(value.value, int):
+                return None  # computed: only importing the recipe tells
+            values[name] = value.value
+    return Recipe(Path(path).stem, _not_loaded, values["EPOCHS"], values["BATCH_SIZE"], source=str(path))
+
+
+def _not_loaded(*_: Any, **__: Any) -> Any:
+    raise RecipeError("this recipe was read for its EPOCHS and BATCH_SIZE, not loaded; use load_recipe().")
+
+
 def _is_marked(function: Any) -> bool:
     return getattr(function, "__autoopt_recipe__", False) is True
 

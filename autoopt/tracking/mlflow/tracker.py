@@ -200,7 +200,8 @@ class MlflowTracker:
         self._send("close", status, end_study, end_ms)
         self._accepting = False
         done = session.finish(wait_for_summary=self._summary_queued)
-        self.unsent, self.synced = session.unsent, dict(session.synced)
+        # a close that timed out left calls unconfirmed: at least one is counted
+        self.unsent, self.synced = max(session.unsent, 0 if done else 1), dict(session.synced)
         if not done or session.unsent:
             warnings.warn(
                 f"{session.unsent or 'some'} MLflow call(s) to {self.tracking_uri} could not be made; "
