@@ -245,8 +245,11 @@ def _accuracy_kind(prediction: torch.Tensor, target: Any, split: Split) -> str |
 
 
 def _all_targets(split: Split, first: torch.Tensor) -> torch.Tensor:
-    """Every training target for in-memory data; the first batch's for a DataLoader (read as given)."""
-    return split.train.y if isinstance(split.train, TensorPart) else first
+    """Every target, training and validation, for in-memory data; the first batch's for a DataLoader (read
+    as given)."""
+    if isinstance(split.train, TensorPart) and isinstance(split.val, TensorPart):
+        return torch.cat([split.train.y, split.val.y])
+    return first
 
 
 def _classification_from_floats(prediction: torch.Tensor, target: torch.Tensor, split: Split) -> Task | None:
