@@ -337,3 +337,22 @@ def test_ragged_dataset_items_are_named():
 
     model = Counted(4, 2)
     refused(model, lambda: autoopt.tune(model, Ragged(), **TINY), "item 9", "(5,)", "(4,)")
+
+
+class Unreadable(torch.utils.data.Dataset):
+    """40 samples, of which item 23 raises when read."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i == 23:
+            raise OSError("disk on fire")
+        return torch.from_numpy(X40[i]), int(Y40[i])
+
+
+def test_an_item_or_batch_that_cannot_be_read_is_named_before_training():
+    model = Counted(4, 3)
+    refused(model, lambda: autoopt.tune(model, Unreadable(), **TINY), "item 23", "OSError: disk on fire")
+    loader = torch.utils.data.DataLoader(Unreadable(), batch_size=8)
+    refused(model, lambda: autoopt.tune(model, loader, **TINY), "batch", "OSError: disk on fire")

@@ -14,6 +14,7 @@ The result is batched by ``batches.py``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -169,7 +170,7 @@ def _materialize(dataset: Dataset, what: str) -> tuple[torch.Tensor, torch.Tenso
         raise TypeError(f"{what} is an iterable Dataset without a length; wrap it in a DataLoader.") from None
     if n == 0:
         raise ValueError(f"{what} is empty (0 samples); give at least a few samples to train on.")
-    pairs = [dataset[i] for i in range(n)]
+    pairs = [_read(lambda i=i: dataset[i], f"{what}: item {i}") for i in range(n)]
     for i, pair in enumerate(pairs):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise ValueError(f"{what}: a Dataset must return (x, y) pairs, but item {i} is {type(pair).__name__}"
@@ -315,13 +316,26 @@ def _split_loaders(
     return Split(*parts, classification=classification, n_classes=n_classes, target_key=target_key)
 
 
+_END = object()
+
+
+def _read(get: Any, what: str) -> Any:
+    """``get()``: reading the user's data, whose failure is named (with the item or batch) before training."""
+    try:
+        return get()
+    except Exception as exc:
+        raise ValueError(f"{what} could not be read: {type(exc).__name__}: {exc}") from exc
+
+
 def _check_batches(loader: DataLoader, what: str, target_key: str, raw: bool) -> set[int] | None:
     """Every batch finite (sample shapes may differ between batches: text padded per batch); the class
     labels seen when the targets are class ids (None when they are not)."""
     labels: set[int] | None = None
-    batches = 0
-    for i, batch in enumerate(loader):
-        batches += 1
+    reader = iter(loader)
+    for i in itertools.count():
+        batch = _read(lambda: next(reader, _END), f"{what}: batch {i}")
+        if batch is _END:
+            break
         where = f"{what}: batch {i}"
         if raw:
             for t in all_tensors(batch):
@@ -336,7 +350,7 @@ def _check_batches(loader: DataLoader, what: str, target_key: str, raw: bool) ->
             labels = set() if _is_classification(yb) else None
         if labels is not None:
             labels.update(yb.unique().tolist())
-    if not batches:
+    if i == 0:  # the loop ended at its first batch: there is none
         raise ValueError(f"{what}: the DataLoader yields no batches; give it at least one sample "
                          "(with drop_last=True, at least one full batch).")
     return labels
