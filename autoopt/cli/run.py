@@ -63,10 +63,19 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     _print_result(report, config)
     if not report.tracking_unsent:  # MLflow missed something: the next run writes it, so it must run
-        report.study.set_user_attr(FINISHED_KEY, {"settings": _settings_key(config, study.recipe),
-                                                  "trials": len(report.study.get_trials(deepcopy=False)),
-                                                  "link": report.mlflow_link or ""})
+        _note_finished(report, _settings_key(config, study.recipe))
     return EXIT_OK
+
+
+def _note_finished(report: Any, settings: str) -> None:
+    """Note in the storage that a run with ``settings`` finished the study as it now is."""
+    note = {"settings": settings, "trials": len(report.study.get_trials(deepcopy=False)),
+            "link": report.mlflow_link or ""}
+    try:
+        report.study.set_user_attr(FINISHED_KEY, note)
+    except Exception as exc:  # only a shortcut for the next run is lost: say so, the result stands
+        print(f"autoopt: note: could not note the finished run in the storage ({type(exc).__name__}: {exc}); "
+              "the next run of this study rereads it in full.", file=sys.stderr)
 
 
 def _print_result(report: Any, config: Any) -> None:
