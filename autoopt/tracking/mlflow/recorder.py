@@ -262,8 +262,8 @@ class StudyRecorder:
             if not runs.trained(record):
                 continue
             found = by_number.get(record.number, [])
-            complete = [r for r in found if r.info.status != "RUNNING" and runs.OUTCOME_TAG in r.data.tags]
-            keep = complete[0] if complete else None
+            complete = [r for r in found if _complete(r)]
+            keep = min(complete, key=lambda r: r.info.run_id) if complete else None  # every process keeps the same
             for run in found:
                 if run is not keep:  # half-written (the server went away) or a duplicate
                     self._client.delete_run(run.info.run_id)
@@ -277,8 +277,28 @@ class StudyRecorder:
                                                                   start_ms, end_ms))
             created += not found
             rewritten += bool(found)
+        if created or rewritten:  # another process may have written the same trials meanwhile
+            ids.update(self._one_run_per_trial(set(ids)))
         self.synced = {"created": created, "rewritten": rewritten}
         return ids
+
+    def _one_run_per_trial(self, numbers: set[int]) -> dict[int, str]:
+        """Where two processes each wrote a trial's run at once (their summaries raced, or one's while the
+        other's recorder was still writing it), the run with the smallest id stays, whichever process
+        looks: trial number -> the run kept."""
+        complete: dict[int, list[Run]] = {}
+        for run in self._children():
+            number = run.data.tags.get(runs.TRIAL_TAG, "")
+            if number.isdigit() and int(number) in numbers and _complete(run):
+                complete.setdefault(int(number), []).append(run)
+        kept = {}
+        for number, found in complete.items():
+            keep = min(found, key=lambda r: r.info.run_id)
+            for run in found:
+                if run is not keep:
+                    self._client.delete_run(run.info.run_id)
+            kept[number] = keep.info.run_id
+        return kept
 
     def _tag_comparison(self, rec: Recommendation | None, shown: pd.DataFrame, trials: pd.DataFrame,
                         records: list[TrialRecord], run_ids: dict[int, str]) -> None:
@@ -360,6 +380,11 @@ class StudyRecorder:
             draw_study_charts(folder, rec, trials)
             self._client.log_artifacts(self.parent_run_id, tmp)
             self._client.set_tag(self.parent_run_id, runs.FILES_DIGEST_TAG, digest)
+
+
+def _complete(run: Run) -> bool:
+    """A trial's run that was written whole: ended, with its outcome."""
+    return run.info.status != "RUNNING" and runs.OUTCOME_TAG in run.data.tags
 
 
 def _adopt_environment(env: Mapping[str, str], cwd: str | None) -> None:
