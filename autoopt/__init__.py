@@ -39,7 +39,7 @@ _EXPORTS = {
     "list_optimizers": "optimizers.registry",
     "register_optimizer": "optimizers.registry",
     "Report": "report",
-    "load_report": "tune",
+    "load_report": "report",
     "tune": "tune",
 }
 
@@ -60,8 +60,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .records import Candidate, EpochRecord, Measurement, TrialRecord
     from .optimizers.registry import get_spec, list_optimizers, register_optimizer
     from .optimizers.spec import LogUniform, OptimizerSpec, Uniform, dense_state
-    from .report import Report
-    from .tune import load_report, tune
+    from .report import Report, load_report
+    from .tune import tune
 
 
 def __getattr__(name: str) -> Any:

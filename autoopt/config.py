@@ -44,6 +44,8 @@ BOOLEANS = ("refine_lr", "tracking", "verbose")
 #: The URI schemes MLflow 3 has tracking stores for (besides plain folder paths).
 TRACKING_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql",
                     "mysql", "mssql")
+#: What a tracking_uri error suggests: stores MLflow 3 opens as they are.
+TRACKING_EXAMPLES = "a database such as 'sqlite:///mlflow.db' or a server such as 'http://127.0.0.1:5000'"
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -113,6 +115,9 @@ class StudyConfig:
     precision: str = "fp32"  # "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
 
     def __post_init__(self) -> None:
+        # numpy's numbers are numbers (epochs=np.int64(3), tolerance=np.float32(0.01)): Python's from here on
+        for f in fields(self):
+            object.__setattr__(self, f.name, _plain_number(getattr(self, f.name)))
         # Types first, each with the setting's name: a bool is not a number, "false" is not False.
         object.__setattr__(self, "optimizers", _optimizer_names(self.optimizers))
         object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
@@ -158,6 +163,8 @@ class StudyConfig:
             _optional_text(name, getattr(self, name))
         object.__setattr__(self, "storage", check_storage(self.storage))
         check_tracking_uri(self.tracking_uri)
+        if self.tracking and self.tracking_uri is None and os.environ.get("MLFLOW_TRACKING_URI"):
+            check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")  # before any file is made
         check_policy(self.policy)
         if self.total_budget is not None and self.total_budget <= self.reevaluation_cost:
             raise ValueError(
@@ -209,6 +216,14 @@ class StudyConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy scalar (``np.int64(3)``, ``np.float32(0.1)``, ``np.True_``) as Python's int, float or bool;
+    anything else as it is. Checked by its type's module, so that numpy is not imported here."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and value.dtype.kind in "biuf":
+        return value.item()
+    return value
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -314,6 +329,11 @@ def check_storage(storage: Any) -> Any:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    if re.fullmatch(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?", storage.strip()):
+        raise ValueError(f"storage={storage!r} is an in-memory SQLite database, which lives in one connection: "
+                         "the study's other connections (its heartbeat, a resume) would not see it. Leave storage "
+                         "out to keep the study in memory, or give a file, e.g. 'sqlite:///study.db'.")
+
     accepted = "a database URL such as 'sqlite:///study.db' or 'postgresql://user@host/db', or 'journal:PATH'"
     try:
         url = make_url(storage)
@@ -329,21 +349,23 @@ def check_storage(storage: Any) -> Any:
     return storage
 
 
-def check_tracking_uri(uri: Any) -> None:
-    """A tracking URI MLflow has a store for: a path, or one of TRACKING_SCHEMES (checked without MLflow)."""
+def check_tracking_uri(uri: Any, name: str = "tracking_uri") -> None:
+    """A tracking URI MLflow 3 opens: one of TRACKING_SCHEMES (checked without MLflow); a folder (its file
+    store) only where MLFLOW_ALLOW_FILE_STORE=true lets MLflow open one."""
     if uri is None:
         return
     if not isinstance(uri, str):
-        raise TypeError(f"tracking_uri must be a string but got {uri!r} ({type(uri).__name__}).")
+        raise TypeError(f"{name} must be a string but got {uri!r} ({type(uri).__name__}).")
     if not uri.strip():
-        raise ValueError("tracking_uri must not be empty (leave it out for MLflow's default).")
+        raise ValueError(f"{name} must not be empty (leave it out for MLflow's default).")
     match = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):", uri)
-    if match is None or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter)
-        return
-    scheme = match.group(1).lower().split("+", 1)[0]
+    scheme = "file" if match is None or len(match.group(1)) == 1 else match.group(1).lower().split("+", 1)[0]
     if scheme not in TRACKING_SCHEMES:
-        raise ValueError(f"tracking_uri={uri!r} has the scheme {match.group(1)!r}, which MLflow has no store for; "
-                         f"use a folder path or one of {', '.join(s + ':' for s in TRACKING_SCHEMES)}.")
+        raise ValueError(f"{name}={uri!r} has the scheme {match.group(1)!r}, which MLflow has no store "
+                         f"for; use {TRACKING_EXAMPLES}, or one of {', '.join(s + ':' for s in TRACKING_SCHEMES)}.")
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("1", "true"):
+        raise ValueError(f"{name}={uri!r} is a folder (MLflow's file store), which MLflow 3 refuses unless "
+                         f"MLFLOW_ALLOW_FILE_STORE=true is set; use {TRACKING_EXAMPLES}.")
 
 
 def journal_file(storage: str) -> str:

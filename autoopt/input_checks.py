@@ -48,18 +48,29 @@ def check_objective_measurable(objective: Objective, task: Task, model: nn.Modul
         model.train(was_training)
 
 
-def check_arguments(model: Any, target: Any, loss_fn: Any) -> None:
+#: What each function argument of tune() is called with, for the error when it is not callable.
+FUNCTIONS = {"loss_fn": "loss_fn(output, target) -> scalar tensor",
+             "output_fn": "output_fn(model_output) -> tensor of predictions, e.g. lambda out: out['logits']",
+             "step_fn": "step_fn(model, batch) -> scalar loss tensor"}
+
+
+def check_arguments(model: Any, target: Any, loss_fn: Any, *, output_fn: Any = None, step_fn: Any = None) -> None:
     """The arguments that are not settings, checked before the data is touched."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module but got {type(model).__name__}.")
     if target is not None and not isinstance(target, str):
         raise TypeError(f"target must be the name of a DataFrame column (a string) but got {target!r}.")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> scalar tensor, but got {loss_fn!r}.")
+    for name, value in (("loss_fn", loss_fn), ("output_fn", output_fn), ("step_fn", step_fn)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be a function, {FUNCTIONS[name]}, but got {value!r} ({type(value).__name__}).")
 
 
 def make_config(config: StudyConfig | None, settings: dict[str, Any]) -> StudyConfig:
     valid = StudyConfig.field_names()
+    if config is not None and not isinstance(config, StudyConfig):
+        raise TypeError(f"config must be an autoopt.StudyConfig (or left out) but got {type(config).__name__} "
+                        f"{config!r:.80}; pass settings as keywords instead, e.g. tune(model, data, epochs=5), "
+                        "or config=autoopt.StudyConfig(epochs=5).")
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise TypeError(f"tune() got unknown setting(s) {unknown}; valid settings are {valid}.")

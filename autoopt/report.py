@@ -46,6 +46,7 @@ class Report:
     parent_run_id: str | None = None
     wall_seconds: float = float("nan")  # the study's wall time in this call, from start to recommendation
     stored_objective: Objective | None = None  # a stored study's objective (load_report), when no config says it
+    tracking_unsent: int = 0  # MLflow calls this run could not make (the storage holds them: autoopt sync)
     _mlflow_link: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -139,3 +140,44 @@ class Report:
         text = f"{self.recommendation.explanation}\n\n{self.table().to_string(index=False)}"
         link = self.mlflow_link
         return text + (f"\n\nMLflow, the comparison chart: {link}" if link else "")
+
+
+def load_report(study_name: str, storage: str, *, policy: Any = "default", tolerance: float = 0.01) -> Report:
+    """The Report of a stored study, rebuilt from its storage without training anything (nor importing
+    torch, MLflow or matplotlib: ``autoopt show`` answers in about a second).
+
+    >>> # report = load_report("digits", "sqlite:///digits.db")
+    """
+    import optuna
+
+    from .optimizers.registry import resolve_specs
+    from .recommendation.choose import recommend
+    from .recommendation.table import trials_table
+    from .study import stored
+    from .study.storage import open_storage
+
+    opened = open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+        raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
+    objective = stored.load_objective(study)
+    trials = trials_table(stored.read_records(study, resolve_specs(None)), objective)
+    tracking_uri, parent_run_id = stored.load_tracking(study)
+    recommendation = recommend(trials, policy, tolerance, objective)
+    describe_groups(recommendation, stored.load_muon_groups(study))
+    return Report(recommendation, trials, study, tracking_uri=tracking_uri,
+                  parent_run_id=parent_run_id, stored_objective=objective)
+
+
+def describe_groups(rec: Any, groups: dict[str, Any] | None) -> None:
+    """What a Muon recommendation's code needs from the study (``muon_groups_of``): the hidden matrices it
+    was trained on, by name, and the dtype of its Newton-Schulz iteration, said in the explanation too."""
+    if rec.optimizer != "muon" or not groups:
+        return
+    rec.muon_parameters, rec.ns_dtype = list(groups["muon_parameters"]), groups["ns_dtype"]
+    why = {"cuda": "as torch's Muon does on CUDA", "fast": "this device's bfloat16 matmul is as fast as float32's",
+           "slow": "this device has no fast bfloat16 matmul, which torch's Muon always uses"}[groups["why"]]
+    rec.explanation += (f"\nMuon optimized {len(rec.muon_parameters)} hidden matrices (AdamW the embeddings, the "
+                        f"output layer, biases and norms); its Newton-Schulz iteration ran in {rec.ns_dtype} ({why}).")

@@ -30,12 +30,12 @@ from .optimizers.space import apply_space
 from .optimizers.spec import OptimizerSpec
 from .recommendation.choose import recommend
 from .recommendation.table import trials_table
-from .report import Report
+from .report import Report, describe_groups, load_report  # load_report: autoopt.tune.load_report too
 from .search.runner import Workers
 from .search.strategy import run_strategy
 from .study import stored
 from .study.budget import save_trial_budget
-from .study.storage import dead_trials, open_storage, recover_stale_trials, storage_lock
+from .study.storage import dead_trials, recover_stale_trials, storage_lock
 from .study.workers import can_fork, journal_path
 from .tracking.tracker import Tracker, make_tracker
 from .training.device import select_device
@@ -82,7 +82,7 @@ def tune(
     if isinstance(settings.get("optimizers"), type):
         settings["optimizers"] = [settings["optimizers"]]  # named by StudyConfig's error: a class, not a name
     config = make_config(config, settings)
-    check_arguments(model, target, loss_fn)
+    check_arguments(model, target, loss_fn, output_fn=output_fn, step_fn=step_fn)
     device = select_device(config.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -112,7 +112,7 @@ def tune(
         study_name = config.study_name or default_study_name(model)
         # a named study has its own experiment; unnamed ones (one per call) share one per model class
         experiment = config.experiment_name or config.study_name or f"autoopt-{type(model).__name__.lower()}"
-        tracker = make_tracker(config.tracking, config.tracking_uri, experiment)
+        tracker = make_tracker(config.tracking, config.tracking_uri, experiment, storage=config.storage)
         study_params = _study_params(config, split, task.kind, device)
         level = stored.quiet_optuna()
         status = "FAILED"
@@ -172,6 +172,7 @@ def tune(
                       epochs_spent=float(trials["epochs"].sum()),
                       tracking_uri=getattr(tracker, "tracking_uri", None),
                       parent_run_id=getattr(tracker, "parent_run_id", None),
+                      tracking_unsent=getattr(tracker, "unsent", 0),
                       wall_seconds=time.perf_counter() - started)
 
 
@@ -265,40 +266,6 @@ def package_version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def load_report(study_name: str, storage: str, *, policy: Any = "default", tolerance: float = 0.01) -> Report:
-    """The Report of a stored study, rebuilt from its storage without training anything.
-
-    >>> # report = load_report("digits", "sqlite:///digits.db")
-    """
-    import optuna
-
-    opened = open_storage(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=opened)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
-        raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
-    objective = stored.load_objective(study)
-    trials = trials_table(stored.read_records(study, resolve_specs(None)), objective)
-    tracking_uri, parent_run_id = stored.load_tracking(study)
-    recommendation = recommend(trials, policy, tolerance, objective)
-    describe_groups(recommendation, stored.load_muon_groups(study))
-    return Report(recommendation, trials, study, tracking_uri=tracking_uri,
-                  parent_run_id=parent_run_id, stored_objective=objective)
-
-
-def describe_groups(rec: Any, groups: dict[str, Any] | None) -> None:
-    """What a Muon recommendation's code needs from the study (``muon_groups_of``): the hidden matrices it
-    was trained on, by name, and the dtype of its Newton-Schulz iteration, said in the explanation too."""
-    if rec.optimizer != "muon" or not groups:
-        return
-    rec.muon_parameters, rec.ns_dtype = list(groups["muon_parameters"]), groups["ns_dtype"]
-    why = {"cuda": "as torch's Muon does on CUDA", "fast": "this device's bfloat16 matmul is as fast as float32's",
-           "slow": "this device has no fast bfloat16 matmul, which torch's Muon always uses"}[groups["why"]]
-    rec.explanation += (f"\nMuon optimized {len(rec.muon_parameters)} hidden matrices (AdamW the embeddings, the "
-                        f"output layer, biases and norms); its Newton-Schulz iteration ran in {rec.ns_dtype} ({why}).")
 
 
 def muon_groups_of(model: nn.Module, device: torch.device) -> dict[str, Any]:

@@ -16,6 +16,8 @@ returning ``(model, data)`` in any form ``tune()`` accepts. A study file names i
 Recipes are the only code a study file runs: ``"sys:exit"``, ``"os:abort"``, a path that leaves the
 project, a function imported into a recipe file from elsewhere are refused before anything is
 imported or called. A module reference is checked in its source (with ``ast``) before it is imported.
+A recipe found by name that is a symlink to a file outside its project is refused too. A recipe that
+calls ``sys.exit()`` or ``os._exit()`` while importing or building is reported, never a silent exit.
 Listing recipes reads them without running them.
 
 >>> recipe = load_recipe("digits_mlp")
@@ -27,13 +29,15 @@ Listing recipes reads them without running them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +63,30 @@ _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 class RecipeError(ValueError):
     """A recipe that cannot be found, imported or built; the message says which and why."""
+
+
+class _HardExit(BaseException):
+    """``os._exit(code)`` called by a recipe: raised instead, so that the process does not end silently."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def _exits_reported() -> Iterator[None]:
+    """Recipe code runs with ``os._exit`` raising _HardExit (which no ``except Exception`` catches); a
+    reference the recipe kept to it (``from os import _exit``) raises whenever it is called."""
+    real = os._exit
+
+    def hard_exit(code: int) -> None:
+        raise _HardExit(code)
+
+    os._exit = hard_exit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def recipe(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,9 +143,10 @@ class Recipe:
         except (TypeError, ValueError):  # builtins and some C callables have no signature
             takes_seed = False
         try:
-            result = self.build(seed=seed) if takes_seed else self.build()
-        except SystemExit as exc:
-            raise RecipeError(f"recipe {self.name!r} ({self.source}) called sys.exit({exc.code!r}) while building "
+            with _exits_reported():
+                result = self.build(seed=seed) if takes_seed else self.build()
+        except (SystemExit, _HardExit) as exc:
+            raise RecipeError(f"recipe {self.name!r} ({self.source}) called {_exit_call(exc)} while building "
                               "instead of returning (model, data).") from None
         except Exception as exc:
             raise RecipeError(f"recipe {self.name!r} ({self.source}) raised while building: "
@@ -215,6 +244,43 @@ def load_recipe(ref: str, base_dir: str | Path | None = None) -> Recipe:
     return _recipe_from_module(module, name, function, ref)
 
 
+def recipe_defaults(ref: str, base_dir: str | Path | None = None) -> Recipe | None:
+    """The recipe ``ref``'s ``EPOCHS`` and ``BATCH_SIZE`` read from its source, without importing it
+    (nor torch): a Recipe whose ``make`` is not loaded, enough to resolve a study's settings. None when
+    they cannot be read so (a module reference, a value that is not a literal integer, a file that is
+    not there or does not parse): then the recipe has to be loaded.
+    """
+    ref = ref.strip() if isinstance(ref, str) else ""
+    target, _, _ = ("", "", "") if ref.endswith(".py") else ref.rpartition(":")
+    target = target or ref
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            path = Path(target).expanduser()
+            path = path if path.is_absolute() else Path(base_dir or ".") / path
+        elif _NAME.fullmatch(target):
+            path = _find_by_name(target, base_dir)
+        else:
+            return None
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (RecipeError, OSError, SyntaxError, ValueError):
+        return None
+    values: dict[str, int | None] = {"EPOCHS": None, "BATCH_SIZE": None}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for name in [t.id for t in targets if isinstance(t, ast.Name) and t.id in values]:
+            value = getattr(node, "value", None)
+            if isinstance(node, ast.AugAssign) or not isinstance(value, ast.Constant) \
+                    or isinstance(value.value, bool) or not isinstance(value.value, int):
+                return None  # computed: only importing the recipe tells
+            values[name] = value.value
+    return Recipe(Path(path).stem, _not_loaded, values["EPOCHS"], values["BATCH_SIZE"], source=str(path))
+
+
+def _not_loaded(*_: Any, **__: Any) -> Any:
+    raise RecipeError("this recipe was read for its EPOCHS and BATCH_SIZE, not loaded; use load_recipe().")
+
+
 def _is_marked(function: Any) -> bool:
     return getattr(function, "__autoopt_recipe__", False) is True
 
@@ -268,7 +334,11 @@ def _find_by_name(name: str, base_dir: str | Path | None) -> Path:
     for folder in folders:
         path = folder / f"{name}.py"
         if path.is_file():
-            return path
+            project = folder.resolve().parent  # the folder that holds recipes/
+            if not path.resolve().is_relative_to(project):
+                raise RecipeError(f"recipe {name!r}: {str(path)!r} is a link to {str(path.resolve())!r}, outside "
+                                  f"its project {str(project)!r}; a recipe file must be inside it.")
+            return path.resolve()
     known = [r.name for r in list_recipes(base_dir)]
     where = ", ".join(str(f) for f in folders) or "no recipes/ folder was found"
     raise RecipeError(f"unknown recipe {name!r}; searched {where}; known recipes are {known}.")
@@ -285,30 +355,37 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)  # always fresh: an edited recipe is re-read on the next load
-    except SystemExit as exc:
+        with _exits_reported():
+            spec.loader.exec_module(module)  # always fresh: an edited recipe is re-read on the next load
+    except (SystemExit, _HardExit) as exc:
         sys.modules.pop(module_name, None)
-        raise RecipeError(f"recipe file {str(path)!r} called sys.exit({exc.code!r}) while importing.") from None
+        raise RecipeError(f"recipe file {str(path)!r} called {_exit_call(exc)} while importing.") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise RecipeError(f"recipe file {str(path)!r} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
 
 
+def _exit_call(exc: SystemExit | _HardExit) -> str:
+    return f"{'os._exit' if isinstance(exc, _HardExit) else 'sys.exit'}({exc.code!r})"
+
+
 def _import_module(target: str, ref: str) -> ModuleType:
     top = target.split(".")[0]
     try:
         try:
-            return importlib.import_module(target)
+            with _exits_reported():
+                return importlib.import_module(target)
         except ModuleNotFoundError as exc:
             # a console script does not put the current folder on sys.path; a user's package there should import
             cwd = str(Path.cwd())
             if exc.name != top or cwd in sys.path:
                 raise
             sys.path.insert(0, cwd)
-            return importlib.import_module(target)
-    except SystemExit as exc:
-        raise RecipeError(f"recipe {ref!r}: importing {target!r} called sys.exit({exc.code!r}).") from None
+            with _exits_reported():
+                return importlib.import_module(target)
+    except (SystemExit, _HardExit) as exc:
+        raise RecipeError(f"recipe {ref!r}: importing {target!r} called {_exit_call(exc)}.") from None
     except Exception as exc:
         raise RecipeError(f"recipe {ref!r}: cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
 

@@ -5,29 +5,38 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 import sys
 from typing import Any
 
 from .output import EXIT_INTERRUPTED, EXIT_OK, error, print_report, say
-from .recipes import load_recipe
+from .recipes import load_recipe, recipe_defaults
 from .stored import sqlite_path
+
+#: The study user attribute where ``autoopt run`` notes a run that finished: the settings it ran with and
+#: the study's trial count then. The same command on the same study finds it and prints the stored result
+#: without loading the recipe, torch or MLflow.
+FINISHED_KEY = "autoopt:finished_run"
+#: Settings that do not change what a study trains or recommends: where it runs and what it prints.
+_NOT_DECIDING = ("device", "verbose")
 
 
 def run_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from ..training.device import select_device
-    from ..tune import tune  # looked up when called, so that a test can stand in for it
     from .studyfile import load_study_file
 
     study = load_study_file(args.study_file)
+    flags = dict(n_trials=args.trials, timeout=args.timeout, budget=args.budget, epochs=args.epochs,
+                 storage=args.storage, study_name=args.study_name, tracking_uri=args.tracking_uri, device=args.device,
+                 tracking=False if args.no_tracking else None, verbose=False if args.quiet else None)
+    if _print_if_finished(study, flags, None if args.quiet else sys.stderr):
+        return EXIT_OK
+    from ..training.device import select_device
+    from ..tune import tune  # looked up when called, so that a test can stand in for it
     recipe = load_recipe(study.recipe, study.base_dir)
-    config = study.resolve(
-        recipe,
-        n_trials=args.trials, timeout=args.timeout, budget=args.budget, epochs=args.epochs, storage=args.storage,
-        study_name=args.study_name, tracking_uri=args.tracking_uri, device=args.device,
-        tracking=False if args.no_tracking else None, verbose=False if args.quiet else None,
-    )
+    config = study.resolve(recipe, **flags)
     select_device(config.device)  # a bad --device is a usage error before anything is built
     model, data = recipe.make(seed=config.seed)  # before any output, so that its error is the only line
     notes = None if args.quiet else sys.stderr
@@ -52,6 +61,24 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         optimize_log.setLevel(level)
 
+    _print_result(report, config)
+    if not report.tracking_unsent:  # MLflow missed something: the next run writes it, so it must run
+        _note_finished(report, _settings_key(config, study.recipe))
+    return EXIT_OK
+
+
+def _note_finished(report: Any, settings: str) -> None:
+    """Note in the storage that a run with ``settings`` finished the study as it now is."""
+    note = {"settings": settings, "trials": len(report.study.get_trials(deepcopy=False)),
+            "link": report.mlflow_link or ""}
+    try:
+        report.study.set_user_attr(FINISHED_KEY, note)
+    except Exception as exc:  # only a shortcut for the next run is lost: say so, the result stands
+        print(f"autoopt: note: could not note the finished run in the storage ({type(exc).__name__}: {exc}); "
+              "the next run of this study rereads it in full.", file=sys.stderr)
+
+
+def _print_result(report: Any, config: Any) -> None:
     out = sys.stdout
     print_report(report, config.study_name, config.storage, out)
     if not config.tracking:
@@ -59,7 +86,51 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     elif report.tracking_uri:
         print_mlflow_link(report, config.tracking_uri, out)
     print("Run the same command again to resume the study (raise --trials or --budget to search longer).", file=out)
-    return EXIT_OK
+
+
+def _settings_key(config: Any, recipe_ref: str) -> str:
+    """What decides what a run of the study trains and recommends, as one string to compare."""
+    params = {k: v for k, v in config.as_params().items() if k not in _NOT_DECIDING}
+    params["recipe"] = recipe_ref
+    if config.tracking and config.tracking_uri is None:
+        params["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI")
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _print_if_finished(study: Any, flags: dict[str, Any], notes: Any) -> bool:
+    """Print the result of a study that a run with the same settings finished, and nothing has changed
+    since (no trial added, none running or queued), read from the storage: the recipe is not loaded
+    and nothing is trained, so neither torch nor MLflow is imported. False when it may have work left."""
+    recipe = recipe_defaults(study.recipe, study.base_dir)  # EPOCHS and BATCH_SIZE, read from the source
+    if recipe is None:
+        return False
+    config = study.resolve(recipe, **flags)
+    path = sqlite_path(config.storage) if isinstance(config.storage, str) else None
+    if not isinstance(config.storage, str) or (path is not None and not path.exists()):
+        return False
+    try:
+        import optuna
+        from optuna.trial import TrialState
+
+        from ..study.storage import open_storage
+
+        stored = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
+        trials = stored.get_trials(deepcopy=False)
+    except Exception:  # no such study, or a storage that the full run will report properly
+        return False
+    marker = stored.user_attrs.get(FINISHED_KEY)
+    if not isinstance(marker, dict) or marker.get("settings") != _settings_key(config, study.recipe) \
+            or marker.get("trials") != len(trials) \
+            or any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
+        return False
+    from ..report import load_report
+
+    report = load_report(config.study_name, config.storage, policy=config.policy, tolerance=config.tolerance)
+    report._mlflow_link = marker.get("link") or ""
+    say(notes, f"study '{config.study_name}' in {config.storage}: finished with these settings, nothing to train; "
+               "its result, from the storage:")
+    _print_result(report, config)
+    return True
 
 
 def print_mlflow_link(report: Any, given_uri: str | None, out: Any) -> None:

@@ -12,7 +12,7 @@ from .output import EXIT_OK, print_report
 
 
 def show_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from ..tune import load_report
+    from ..report import load_report
 
     name, storage = stored_study(args, "run the study first, or pass --storage")
     report = load_report(name, storage)

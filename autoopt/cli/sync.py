@@ -3,7 +3,8 @@
 The storage holds every trial's full measurement, so anything MLflow missed (the server went away
 mid-study, a run was half written) can be written later, with the training's own start and end
 times. It is the tracker's end-of-study reconciliation run on its own: idempotent, so a second sync
-writes nothing, and the next ``tune()`` of the same study does the same automatically.
+writes nothing (no run, metric, tag or file, and the parent run's end time stays), and the next
+``tune()`` of the same study does the same automatically.
 
 >>> # sync_study("digits", "sqlite:///digits.db")  # -> SyncResult(created=13, rewritten=2, ...)
 """
@@ -48,12 +49,16 @@ def sync_study(study_name: str, storage: str, *, tracking_uri: str | None = None
     objective = stored.load_objective(study)  # an accuracy study is recommended by its accuracy here too
     trials = trials_table(records, objective)
     rec = recommend(trials, objective=objective) if (trials["outcome"] == "completed").any() else None
-    tracker = MlflowTracker(tracking_uri=tracking_uri or recorded_uri)
-    tracker.start_study(study_name, {}, parent_run_id=parent_run_id)
+    tracker = MlflowTracker(tracking_uri=tracking_uri or recorded_uri, storage=storage)
+    tracker.start_study(study_name, {}, parent_run_id=parent_run_id, reopen=False)  # an ended run stays ended
     if tracker.parent_run_id != parent_run_id:  # recorded nowhere, or in a store that lost it: now here
         stored.save_tracking(study, tracker.tracking_uri, tracker.parent_run_id)
-    tracker.log_summary(rec, trials, records, trial_times(study), dead_trials(study))
-    tracker.close("FINISHED")
+    times = trial_times(study)
+    tracker.log_summary(rec, trials, records, times, dead_trials(study))
+    # a parent left running (its process lost the server) ends when the study's last trial did, not now;
+    # one that ended keeps its status and end time: a sync writes only what is missing
+    tracker.close("FINISHED", end_study=tracker.parent_status == "RUNNING",
+                  end_ms=max((end for _, end in times.values()), default=None))
     wait_for_background(timeout)  # the charts too: a sync is done when everything is there
     synced = tracker.synced
     return SyncResult(study_name, tracker.tracking_uri, tracker.parent_run_id, synced.get("created", 0),

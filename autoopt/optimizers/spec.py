@@ -207,11 +207,26 @@ class OptimizerSpec:
                 f"{unknown}; it accepts {sorted(accepted)} (and the training settings {list(TRAINING_KEYS)})."
             )
 
-    def kwargs(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
-        """Constructor keyword arguments: fixed values, then the given ones (betas assembled)."""
+    def kwargs(self, hparams: Mapping[str, Any], *, check: bool = True) -> dict[str, Any]:
+        """Constructor keyword arguments: fixed values, then the given ones (betas assembled); ``check``
+        against the class's signature (which imports the class)."""
         merged = {**self.fixed, **hparams}
-        self.check_arguments(merged)
+        if check:
+            self.check_arguments(merged)
         return _to_kwargs(merged)
+
+    def class_path(self) -> tuple[str, str]:
+        """(module, qualified name) of the optimizer class, without importing it when it was given by path.
+
+        >>> from autoopt.optimizers.registry import get_spec
+        >>> get_spec("adam").class_path()[1]
+        'Adam'
+        """
+        value = self.__dict__["_optimizer_class"]
+        if isinstance(value, str):
+            module, _, qualname = value.partition(":")
+            return module, qualname
+        return value.__module__, value.__qualname__
 
     def build(self, params: Iterable[Any], hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
         """The configured torch optimizer over ``params``: tensors, or groups (``parameters_of``)."""

@@ -90,16 +90,21 @@ class Recommendation:
 
     def constructor(self) -> str:
         """The optimizer as a Python call, e.g. ``torch.optim.Adam(model.parameters(), lr=0.001)``;
-        an optimizer built over parameter groups (Muon) takes ``groups``, which ``code()`` defines."""
-        import torch
+        an optimizer built over parameter groups (Muon) takes ``groups``, which ``code()`` defines.
+        Written from the class's path, without importing it (nor torch): a stored study prints at once."""
+        import sys
 
         from ..optimizers.registry import get_spec
 
         spec = get_spec(self.optimizer)
-        cls = spec.optimizer_class
-        name = (f"torch.optim.{cls.__name__}" if getattr(torch.optim, cls.__name__, None) is cls
-                else cls.__name__ if spec.groups is not None else f"{cls.__module__}.{cls.__qualname__}")
-        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params).items())
+        module, qualname = spec.class_path()
+        optim = sys.modules.get("torch.optim")  # a class given as a class: torch is imported already
+        if module == "torch.optim" or (optim is not None and getattr(optim, qualname, None) is spec.optimizer_class):
+            name = f"torch.optim.{qualname}"
+        else:
+            name = qualname if spec.groups is not None else f"{module}.{qualname}"
+        checked = not isinstance(spec.__dict__["_optimizer_class"], str)  # its arguments were checked in the search
+        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in spec.kwargs(self.params, check=checked).items())
         if self.ns_dtype is not None:
             kwargs += f", ns_dtype=torch.{self.ns_dtype}"
         return f"{name}({'groups' if spec.groups is not None else 'model.parameters()'}, {kwargs})"
@@ -122,10 +127,11 @@ class Recommendation:
         where autoopt is not installed) and the groups it was trained with, by parameter name."""
         from ..optimizers.registry import get_spec
 
-        cls = get_spec(self.optimizer).optimizer_class
-        if get_spec(self.optimizer).groups is None:
+        spec = get_spec(self.optimizer)
+        if spec.groups is None:
             return []
-        lines = [f"from {cls.__module__} import {cls.__name__}  # one file that imports only torch: copy it "
+        module, qualname = spec.class_path()
+        lines = [f"from {module} import {qualname}  # one file that imports only torch: copy it "
                  "to drop the dependency"]
         if self.muon_parameters is None:  # a stored study's report: the split is made from the model again
             return lines + ["from autoopt.optimizers.param_roles import muon_groups",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
@@ -39,6 +40,15 @@ class ProgressBar:
         self._best = math.inf  # the best score (lower is better) of ``objective``
         self.objective = objective
         self._lock = threading.Lock()
+        self._shown_before = None
+        if enabled:  # a warning while the bar is drawn (a lost MLflow server) gets a line of its own
+            self._shown_before = warnings.showwarning
+            warnings.showwarning = self._show_warning
+
+    def _show_warning(self, *args: Any, **kwargs: Any) -> None:
+        """Clear the bar, print the warning as Python would, draw the bar again below it."""
+        with tqdm.external_write_mode(file=self._bar.fp):
+            self._shown_before(*args, **kwargs)  # type: ignore[misc]
 
     @classmethod
     def for_study(cls, config: Any, spent: float, enabled: bool) -> ProgressBar:
@@ -88,6 +98,9 @@ class ProgressBar:
             self.set_count(self.total)
 
     def close(self) -> None:
+        if self._shown_before is not None and warnings.showwarning == self._show_warning:
+            warnings.showwarning = self._shown_before
+        self._shown_before = None
         self._bar.close()
 
 

@@ -58,8 +58,14 @@ def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataF
     ``run_ids`` (trial number -> MLflow run id) puts the recommended runs' ids in the JSON and a
     ``run_id`` column in the table, so that each row leads to its run.
     """
-    from . import plots  # matplotlib is imported only when a study ends
+    write_study_tables(folder, rec, trials, run_ids)
+    draw_study_charts(folder, rec, trials)
 
+
+def write_study_tables(folder: Path, rec: Recommendation | None, trials: pd.DataFrame,
+                       run_ids: Mapping[int, str] | None = None) -> None:
+    """recommendation.json and trials.csv: everything the charts are drawn from, so that the two files
+    say whether the charts drawn before are still right (``files_digest``)."""
     run_ids = run_ids or {}
     if rec is not None:
         data = {**rec.to_dict(), "run_ids": [run_ids[n] for n in rec.trial_numbers if n in run_ids],
@@ -70,6 +76,12 @@ def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataF
     for column in ("params", "val_curve"):  # JSON in a cell, so the CSV reads back into Python
         table[column] = table[column].map(lambda v: json.dumps(jsonable(v)))
     table[csv_columns(table)].to_csv(folder / "trials.csv", index=False)
+
+
+def draw_study_charts(folder: Path, rec: Recommendation | None, trials: pd.DataFrame) -> None:
+    """The three PNG charts (matplotlib is imported only here)."""
+    from . import plots
+
     figures = {"val_loss_curves.png": lambda: plots.plot_curves(trials, rec),
                "lr_sensitivity.png": lambda: plots.plot_lr_sensitivity(trials, rec),
                "tradeoff.png": lambda: plots.plot_tradeoff(trials, rec)}
@@ -78,3 +90,13 @@ def write_study_files(folder: Path, rec: Recommendation | None, trials: pd.DataF
             draw().savefig(folder / name, dpi=100)
         except Exception as exc:  # a chart is not worth losing the JSON and the table for
             warnings.warn(f"could not draw {name}: {type(exc).__name__}: {exc}", stacklevel=2)
+
+
+def files_digest(folder: Path) -> str:
+    """A digest of the files in ``folder`` (names and contents): equal digests, the same files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]

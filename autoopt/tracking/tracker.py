@@ -68,10 +68,12 @@ class NullTracker:
         pass
 
 
-def make_tracker(tracking: bool, tracking_uri: str | None = None, experiment_name: str | None = None) -> Tracker:
-    """The MLflow tracker, or a NullTracker when ``tracking`` is False."""
+def make_tracker(tracking: bool, tracking_uri: str | None = None, experiment_name: str | None = None,
+                 storage: Any = None) -> Tracker:
+    """The MLflow tracker, or a NullTracker when ``tracking`` is False; ``storage`` is the study's, which
+    a warning that MLflow missed something names in the command that writes it later."""
     if not tracking:
         return NullTracker()
     from .mlflow.tracker import MlflowTracker  # imported only when used: MLflow is slow to import
 
-    return MlflowTracker(tracking_uri=tracking_uri, experiment_name=experiment_name)
+    return MlflowTracker(tracking_uri=tracking_uri, experiment_name=experiment_name, storage=storage)

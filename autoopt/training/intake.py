@@ -14,6 +14,7 @@ The result is batched by ``batches.py``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,7 @@ def prepare_data(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive) but got {val_fraction}.")
+    check_target_fits(data, target)
     if isinstance(data, DataLoader):
         return _split_loaders(data, val_data, val_fraction, seed, device, target or DEFAULT_TARGET_KEY, raw_batches)
     X, y, classes = _toall_tensors(data, target, "data")
@@ -64,6 +66,8 @@ def prepare_data(
     n_classes = int(max(y.max(), y_val.max())) + 1 if classification else None
     if classification and int(min(y.min(), y_val.min())) < 0:
         raise ValueError(f"class labels must be 0 or more but the smallest is {int(min(y.min(), y_val.min()))}.")
+    if classification:
+        check_two_classes(torch.cat([y, y_val]).unique().tolist(), "data")
     return Split(
         train=TensorPart(X.to(device), y.to(device)),
         val=TensorPart(X_val.to(device), y_val.to(device)),
@@ -71,6 +75,27 @@ def prepare_data(
         n_classes=n_classes,
         classes=classes,
     )
+
+
+def check_target_fits(data: Any, target: str | None) -> None:
+    """``target=`` names a DataFrame column or a DataLoader's dict-batch key; with any other data it
+    would be ignored, so it is an error."""
+    import pandas as pd
+
+    if target is None or isinstance(data, (pd.DataFrame, DataLoader)):
+        return
+    raise ValueError(f"target={target!r} names a DataFrame column or the target key of a DataLoader's dict "
+                     f"batches, but data is {type(data).__name__}, whose targets are "
+                     + ("its second element (X, y)" if isinstance(data, (tuple, list)) else "each item's y")
+                     + "; leave target out.")
+
+
+def check_two_classes(labels: list[Any], what: str) -> None:
+    """Classification needs two classes at least: with one, every model scores a loss of 0 and 100%."""
+    if len(labels) < 2:
+        raise ValueError(f"{what}'s targets are all class {labels[0] if labels else '?'!r}: one class, so there "
+                         "is nothing to classify (any model would score 100%); give samples of at least two "
+                         "classes, or float targets for regression.")
 
 
 def _toall_tensors(data: Any, target: str | None, what: str) -> tuple[torch.Tensor, torch.Tensor, list[Any] | None]:
@@ -109,6 +134,7 @@ def _toall_tensors(data: Any, target: str | None, what: str) -> tuple[torch.Tens
             "DataFrame with target='column', a torch Dataset of (x, y) pairs, or a DataLoader."
         )
     y, classes = _targets(y_raw, what)
+    y = _class_id_shape(y)
     X = _features(X_raw, what)
     if len(X) != len(y):
         raise ValueError(f"{what}: X has {len(X)} samples but y has {len(y)}; they must have the same length.")
@@ -144,12 +170,25 @@ def _materialize(dataset: Dataset, what: str) -> tuple[torch.Tensor, torch.Tenso
         raise TypeError(f"{what} is an iterable Dataset without a length; wrap it in a DataLoader.") from None
     if n == 0:
         raise ValueError(f"{what} is empty (0 samples); give at least a few samples to train on.")
-    pairs = [dataset[i] for i in range(n)]
-    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs[:1]):
-        raise ValueError(f"{what}: a Dataset must return (x, y) pairs, but item 0 is {type(pairs[0]).__name__}.")
-    xs = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-    ys = torch.stack([torch.as_tensor(p[1]) for p in pairs])
-    return xs, ys
+    pairs = [_read(lambda i=i: dataset[i], f"{what}: item {i}") for i in range(n)]
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"{what}: a Dataset must return (x, y) pairs, but item {i} is {type(pair).__name__}"
+                             + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "") + ".")
+    stacked = []
+    for side, name in ((0, "x"), (1, "y")):
+        try:
+            items = [torch.as_tensor(p[side]) for p in pairs]
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{what}: an item's {name} is not a number or an array ({type(exc).__name__}: {exc}); "
+                             "a Dataset must return (x, y) pairs of numbers, arrays or tensors.") from None
+        odd = next((i for i, t in enumerate(items) if t.shape != items[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"{what}: item {odd}'s {name} has shape {tuple(items[odd].shape)} but item 0's has "
+                             f"{tuple(items[0].shape)}; every sample must have the same shape (pad them, or give a "
+                             "DataLoader with a collate_fn).")
+        stacked.append(torch.stack(items))
+    return stacked[0], stacked[1]
 
 
 def _features(X: Any, what: str) -> torch.Tensor:
@@ -194,6 +233,18 @@ def _targets(y: Any, what: str) -> tuple[torch.Tensor, list[Any] | None]:
         classes, codes = np.unique(array.astype(str), return_inverse=True)
         return torch.from_numpy(codes.astype(np.int64)), list(classes)
     raise ValueError(f"{what}: y has dtype {array.dtype}; targets must be numbers, booleans or labels.")
+
+
+def _class_id_shape(y: torch.Tensor) -> torch.Tensor:
+    """Integer class ids as a column, (N, 1), are class ids (N,); integer one-hot rows, (N, C) of 0 and 1
+    with one 1 a row, become float one-hot rows, which task inference treats as C classes with a note."""
+    if y.is_floating_point() or y.ndim != 2 or len(y) == 0:
+        return y
+    if y.shape[1] == 1:
+        return y[:, 0]
+    if bool(((y == 0) | (y == 1)).all()) and bool((y.sum(dim=1) == 1).all()):
+        return y.float()
+    return y
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
@@ -251,19 +302,55 @@ def _split_loaders(
                                   drop_last=loader.drop_last, **options)
         val_loader = DataLoader(Subset(loader.dataset, val_idx.tolist()), shuffle=False, **options)
     parts = (LoaderPart(train_loader, device, target_key, raw), LoaderPart(val_loader, device, target_key, raw))
-    first = next(iter(train_loader))
+    # every batch is read once here, before any training: a bad batch would otherwise fail each trial when
+    # it comes up, after the trials before it trained
+    labels = _check_batches(train_loader, "data", target_key, raw)
+    _check_batches(val_loader, "val_data" if val_data is not None else "data (validation part)", target_key, raw)
     if raw:  # step_fn: the batch is the user's to read; only its tensors are checked
-        for t in all_tensors(first):
-            _check_finite(t, "data: the first batch")
         return Split(*parts, classification=False, n_classes=None, target_key=target_key)
-    xb, yb = split_batch(first, target_key)
-    for t in all_tensors(xb):
-        _check_finite(t, "data: the first batch's features")
-    _check_finite(torch.as_tensor(yb), "data: the first batch's targets")
-    yb = torch.as_tensor(yb)
-    classification = _is_classification(yb)
+    classification = labels is not None
     n_classes = None
-    if classification:
-        # the largest label is needed to check the model's output width: read the labels once
-        n_classes = int(max(int(torch.as_tensor(split_batch(b, target_key)[1]).max()) for b in train_loader)) + 1
+    if labels is not None:
+        check_two_classes(sorted(labels), "data")
+        n_classes = int(max(labels)) + 1
     return Split(*parts, classification=classification, n_classes=n_classes, target_key=target_key)
+
+
+_END = object()
+
+
+def _read(get: Any, what: str) -> Any:
+    """``get()``: reading the user's data, whose failure is named (with the item or batch) before training."""
+    try:
+        return get()
+    except Exception as exc:
+        raise ValueError(f"{what} could not be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_batches(loader: DataLoader, what: str, target_key: str, raw: bool) -> set[int] | None:
+    """Every batch finite (sample shapes may differ between batches: text padded per batch); the class
+    labels seen when the targets are class ids (None when they are not)."""
+    labels: set[int] | None = None
+    reader = iter(loader)
+    for i in itertools.count():
+        batch = _read(lambda: next(reader, _END), f"{what}: batch {i}")
+        if batch is _END:
+            break
+        where = f"{what}: batch {i}"
+        if raw:
+            for t in all_tensors(batch):
+                _check_finite(t, where)
+            continue
+        xb, yb = split_batch(batch, target_key)
+        for t in all_tensors(xb):
+            _check_finite(t, f"{where}'s features")
+        yb = torch.as_tensor(yb)
+        _check_finite(yb, f"{where}'s targets")
+        if i == 0:
+            labels = set() if _is_classification(yb) else None
+        if labels is not None:
+            labels.update(yb.unique().tolist())
+    if i == 0:  # the loop ended at its first batch: there is none
+        raise ValueError(f"{what}: the DataLoader yields no batches; give it at least one sample "
+                         "(with drop_last=True, at least one full batch).")
+    return labels

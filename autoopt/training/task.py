@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .batches import Split, TensorPart
+from .intake import check_two_classes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: picks the prediction tensor out of whatever the model returns
@@ -244,8 +245,11 @@ def _accuracy_kind(prediction: torch.Tensor, target: Any, split: Split) -> str |
 
 
 def _all_targets(split: Split, first: torch.Tensor) -> torch.Tensor:
-    """Every training target for in-memory data; the first batch's for a DataLoader (read as given)."""
-    return split.train.y if isinstance(split.train, TensorPart) else first
+    """Every target, training and validation, for in-memory data; the first batch's for a DataLoader (read
+    as given)."""
+    if isinstance(split.train, TensorPart) and isinstance(split.val, TensorPart):
+        return torch.cat([split.train.y, split.val.y])
+    return first
 
 
 def _classification_from_floats(prediction: torch.Tensor, target: torch.Tensor, split: Split) -> Task | None:
@@ -256,13 +260,15 @@ def _classification_from_floats(prediction: torch.Tensor, target: torch.Tensor, 
     binary = bool(((values == 0) | (values == 1)).all())
     one_output = prediction.numel() == len(prediction) == len(target)  # (N,) or (N, 1)
     if binary and one_output and target.numel() == len(target):
+        check_two_classes(values.unique().tolist(), "data")
         return Task("binary", _binary_loss_flat, note=(
             "the targets are floats that are all 0 or 1 and the model has one output: treated as binary "
             "classification (BCE with logits, accuracy measured); pass task='regression' for MSE instead."))
     one_hot = binary and values.ndim == 2 and values.shape[1] > 1 and bool((values.sum(dim=1) == 1).all())
     if one_hot and prediction.shape == target.shape:
+        check_two_classes(values.argmax(dim=1).unique().tolist(), "data")
         return Task("multiclass", _multiclass_loss, note=(
-            f"the targets are one-hot floats over {values.shape[1]} classes: treated as multiclass "
+            f"the targets are one-hot rows over {values.shape[1]} classes: treated as multiclass "
             "classification (cross-entropy, accuracy measured); pass task='regression' for MSE instead."))
     return None
 

@@ -231,6 +231,32 @@ def test_show_rebuilds_the_report_from_the_storage(project, capsys):
     assert recommended in capsys.readouterr().out
 
 
+def _cli_in_a_fresh_process(project: Path, *argv: str) -> tuple[str, list[str]]:
+    """stdout of ``autoopt ARGV`` in a new interpreter, and which of torch, MLflow, matplotlib it imported."""
+    script = ("import sys\nfrom autoopt.cli import main\ncode = main(sys.argv[1:])\nassert code == 0, code\n"
+              "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules), file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, eval(done.stderr.strip().splitlines()[-1])
+
+
+def test_a_finished_study_prints_from_its_storage_without_importing_torch_or_mlflow(project, capsys):
+    assert main(["run", "studies/tiny.toml", "--no-tracking", "--quiet"]) == 0
+    ran = capsys.readouterr().out
+    trials = len(stored_trials())
+    again, imported = _cli_in_a_fresh_process(project, "run", "studies/tiny.toml", "--no-tracking", "--quiet")
+    assert again == ran and imported == []  # the same answer, read from the storage: no recipe, no torch
+    shown, imported = _cli_in_a_fresh_process(project, "show", "tiny")
+    assert "Recommendation:" in shown and imported == []
+    assert len(stored_trials()) == trials
+    # other settings than the finished run's may have work left: the full run decides (here: 2 more trials)
+    more, imported = _cli_in_a_fresh_process(project, "run", "studies/tiny.toml", "--no-tracking", "--quiet",
+                                             "--trials", "5")
+    assert "torch" in imported and len(stored_trials()) > trials
+
+
 def test_show_of_a_missing_study(project, capsys):
     assert main(["show", "nothing"]) == 2
     assert "no study database nothing.db" in one_line_error(capsys.readouterr().err)

@@ -272,7 +272,7 @@ def test_a_killed_recorder_process_costs_no_training_and_sync_writes_what_it_mis
     assert len(report.trials) == 6 and (report.trials["outcome"] == "completed").all()
     messages = [str(w.message) for w in caught]
     assert sum("recorder process exited (code -9)" in m for m in messages) == 1  # said once, when it died ...
-    assert any("autoopt sync cut" in m for m in messages)  # ... and how to backfill, at the end
+    assert any(f"autoopt sync cut --storage {storage}" in m for m in messages)  # ... and how to backfill, at the end
     assert cli.main(["sync", "cut", "--storage", storage]) == 0
     client = MlflowClient(uri)
     runs = _by_number(_children(client, report.parent_run_id))
@@ -495,6 +495,32 @@ def test_a_resumed_study_reuses_its_parent_and_moves_the_tags(server, blobs, tmp
     assert [int(r.data.tags["autoopt.trial"]) for r in starred] == [min(second.recommendation.trial_numbers)]
 
 
+def _record_state(client: MlflowClient, parent_run_id: str, artifacts: Path) -> dict:
+    """Everything a sync could write, as the server has it: each run's status, end time, tags and every
+    value of every metric (with its timestamp), and the parent's files with their modification times."""
+    state = {}
+    for run in [client.get_run(parent_run_id), *_children(client, parent_run_id)]:
+        history = {k: [(m.value, m.timestamp, m.step) for m in client.get_metric_history(run.info.run_id, k)]
+                   for k in run.data.metrics}
+        state[run.info.run_id] = (run.info.status, run.info.end_time, run.data.tags, history)
+    files = {str(f): f.stat().st_mtime_ns for f in artifacts.rglob("*") if f.is_file() and parent_run_id in str(f)}
+    assert {Path(f).name for f in files} >= ARTIFACTS
+    return {"runs": state, "files": files}
+
+
+def test_a_sync_of_a_recorded_study_writes_nothing_and_keeps_its_end_time(live_server, blobs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage, name = f"sqlite:///{tmp_path / 'again.db'}", f"again-{uuid.uuid4().hex[:6]}"
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["sgd", "adam"], n_trials=3, seeds=1, storage=storage,
+                          study_name=name, tracking_uri=live_server.uri, **TINY)
+    assert wait_for_background(60)
+    client = MlflowClient(live_server.uri)
+    recorded = _record_state(client, report.parent_run_id, live_server.root / "artifacts")
+    for _ in range(2):  # nothing was missing: neither sync writes a metric, a tag, a file or an end time
+        assert cli.main(["sync", name, "--storage", storage]) == 0
+        assert _record_state(client, report.parent_run_id, live_server.root / "artifacts") == recorded
+
+
 # --- a server that goes away mid-study: last, since it kills the module's server ------------------------
 
 def test_a_killed_server_costs_nothing_the_next_run_and_sync_cannot_write(live_server, blobs, tmp_path, monkeypatch):
@@ -527,10 +553,16 @@ def test_a_killed_server_costs_nothing_the_next_run_and_sync_cannot_write(live_s
         assert [m.step for m in history] == [1, 2, 3]
     parent = client.get_run(report.parent_run_id)
     assert parent.info.status == "FINISHED" and "autoopt.recommended_run_ids" in parent.data.tags
+    import optuna  # the parent, left running by the kill, ends when the study's last trial did, not at the sync
+
+    ends = [t.datetime_complete for t in optuna.load_study(study_name=name, storage=storage).trials]
+    assert parent.info.end_time == max(int(end.timestamp() * 1000) for end in ends if end is not None)
     assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= ARTIFACTS
 
     from autoopt.cli.sync import sync_study
 
+    synced = _record_state(client, report.parent_run_id, live_server.root / "artifacts")
     result = sync_study(name, storage)  # idempotent: nothing left to write
     assert (result.created, result.rewritten, result.trained_trials) == (0, 0, 6)
+    assert _record_state(client, report.parent_run_id, live_server.root / "artifacts") == synced
     assert sorted(_by_number(_children(client, report.parent_run_id))) == list(range(6))

@@ -73,3 +73,28 @@ def test_the_best_so_far_is_the_studys_objective_and_whole_epochs_show_as_intege
     # by loss the first trial would be best (and shown as val_loss=0.2); by accuracy the second is
     assert "val_accuracy=0.8" in shown and "val_loss" not in shown
     assert "2/10" in shown and "2.0/10" not in shown
+
+
+def test_a_warning_while_the_bar_is_drawn_prints_on_a_line_of_its_own():
+    """The first warning of a lost MLflow server comes mid-bar: it must start its own line, and the bar
+    is drawn again below it (a real process, since pytest records warnings instead of printing them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import autoopt
+
+    script = ("import warnings\n"
+              "from autoopt.tracking.progress import ProgressBar\n"
+              "bar = ProgressBar(10, True)\n"
+              "warnings.warn('MLflow logging failed')\n"
+              "bar.close()\n"
+              "warnings.warn('after the bar')\n")
+    env = {"PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin"}
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120).stderr
+    lines = err.split("\n")
+    warned = next(line for line in lines if "UserWarning: MLflow logging failed" in line)
+    assert warned.split("\r")[-1].startswith("<string>:4: UserWarning"), repr(err)  # the bar cleared first
+    assert "trials:" in err.split("MLflow logging failed", 1)[1]  # ... and drawn again after it
+    after = next(line for line in lines if "after the bar" in line)
+    assert after.startswith("<string>:6: UserWarning"), repr(err)  # a closed bar leaves warnings alone

@@ -30,7 +30,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from ...records import Candidate, EpochRecord, TrialRecord
 from ..compared import compared_trials
-from ..study_files import write_study_files
+from ..study_files import draw_study_charts, files_digest, write_study_tables
 from . import links, runs
 from .description import CHOICE_NOTE_START, describe_choice, describe_study
 from .calls import FAILED, Calls
@@ -95,6 +95,7 @@ class StudyRecorder:
         self.synced: dict[str, int] = {}
         self._live: dict[int, _Live] = {}
         self._child_tags: dict[str, dict[str, str]] = {}
+        self._parent_tags: dict[str, str] = {}  # the parent run's tags as the summary found them
 
     def handle(self, method: str, args: Sequence[Any]) -> None:
         """Run one message; whatever it raises is counted and reported, and the next one runs."""
@@ -179,7 +180,7 @@ class StudyRecorder:
             self._emit("summary", calls.unsent, dict(self.synced))  # tune() has its answer
         calls.attempt(self._attach_files, rec, trials, run_ids)
 
-    def close(self, status: str, end_study: bool) -> None:
+    def close(self, status: str, end_study: bool, end_ms: int | None = None) -> None:
         """End the runs of trials cut off without an end (KILLED), and the parent unless the study's
         process is a worker that leaves it to the process that started the study."""
         try:
@@ -190,7 +191,7 @@ class StudyRecorder:
                     self.calls.attempt(self._client.set_terminated, live.run_id, "KILLED")
             self._live.clear()
             if end_study:
-                self.calls.attempt(self._client.set_terminated, self.parent_run_id, status)
+                self.calls.attempt(self._client.set_terminated, self.parent_run_id, status, end_ms)
         finally:
             self._emit("closed", self.calls.unsent)
 
@@ -261,8 +262,8 @@ class StudyRecorder:
             if not runs.trained(record):
                 continue
             found = by_number.get(record.number, [])
-            complete = [r for r in found if r.info.status != "RUNNING" and runs.OUTCOME_TAG in r.data.tags]
-            keep = complete[0] if complete else None
+            complete = [r for r in found if _complete(r)]
+            keep = min(complete, key=lambda r: r.info.run_id) if complete else None  # every process keeps the same
             for run in found:
                 if run is not keep:  # half-written (the server went away) or a duplicate
                     self._client.delete_run(run.info.run_id)
@@ -276,8 +277,28 @@ class StudyRecorder:
                                                                   start_ms, end_ms))
             created += not found
             rewritten += bool(found)
+        if created or rewritten:  # another process may have written the same trials meanwhile
+            ids.update(self._one_run_per_trial(set(ids)))
         self.synced = {"created": created, "rewritten": rewritten}
         return ids
+
+    def _one_run_per_trial(self, numbers: set[int]) -> dict[int, str]:
+        """Where two processes each wrote a trial's run at once (their summaries raced, or one's while the
+        other's recorder was still writing it), the run with the smallest id stays, whichever process
+        looks: trial number -> the run kept."""
+        complete: dict[int, list[Run]] = {}
+        for run in self._children():
+            number = run.data.tags.get(runs.TRIAL_TAG, "")
+            if number.isdigit() and int(number) in numbers and _complete(run):
+                complete.setdefault(int(number), []).append(run)
+        kept = {}
+        for number, found in complete.items():
+            keep = min(found, key=lambda r: r.info.run_id)
+            for run in found:
+                if run is not keep:
+                    self._client.delete_run(run.info.run_id)
+            kept[number] = keep.info.run_id
+        return kept
 
     def _tag_comparison(self, rec: Recommendation | None, shown: pd.DataFrame, trials: pd.DataFrame,
                         records: list[TrialRecord], run_ids: dict[int, str]) -> None:
@@ -317,32 +338,53 @@ class StudyRecorder:
 
     def _write_parent(self, rec: Recommendation | None, shown: pd.DataFrame, trials: pd.DataFrame,
                       records: list[TrialRecord], run_ids: dict[int, str], killed: int = 0) -> None:
+        """The summary metrics and tags on the parent run, and the experiment's view tag: only the values
+        that differ from what is there, so that summarizing an unchanged study again writes nothing."""
         now = _now_ms()
-        metrics = [Metric(f"trials_{outcome}", float(n), now, 0) for outcome, n in trials["outcome"].value_counts().items()]
-        metrics.append(Metric("trials", float(len(trials)), now, 0))
+        values = {f"trials_{outcome}": float(n) for outcome, n in trials["outcome"].value_counts().items()}
+        values["trials"] = float(len(trials))
         if killed:  # trials whose process died: in the storage as failed, each re-run as a trial of its own
-            metrics.append(Metric("trials_killed", float(killed), now, 0))
+            values["trials_killed"] = float(killed)
         target = trials.attrs.get("target_loss", math.nan)
         if isinstance(target, float) and math.isfinite(target):
-            metrics.append(Metric("target_val_loss", target, now, 0))
-        # the view the link opens: the experiment's tag, written again each time (a resumed study's too)
-        self._client.set_experiment_tag(self.experiment_id, *links.comparison_view_tag(self.parent_run_id))
+            values["target_val_loss"] = target
+        # the view the link opens: an experiment tag (a resumed study's too)
+        view_key, view = links.comparison_view_tag(self.parent_run_id)
+        if self._client.get_experiment(self.experiment_id).tags.get(view_key) != view:
+            self._client.set_experiment_tag(self.experiment_id, view_key, view)
         tags = {runs.COMPARISON_LINK_TAG: links.comparison_link(self.tracking_uri, self.experiment_id,
                                                                 self.parent_run_id)}
         if rec is not None:
-            metrics += [Metric(f"rec_{k}", float(getattr(rec, k)), now, 0) for k in _REC_METRICS
-                        if math.isfinite(float(getattr(rec, k)))]
+            values.update({f"rec_{k}": float(getattr(rec, k)) for k in _REC_METRICS
+                           if math.isfinite(float(getattr(rec, k)))})
             ids = [run_ids[n] for n in rec.trial_numbers if n in run_ids]
             tags[runs.RECOMMENDED_RUNS_TAG] = ",".join(ids)
             tags["autoopt.recommendation"] = runs.tag_value(f"{rec.optimizer} {runs.param_value(rec.params)}")
         note = describe_study(rec, shown, trials, records, run_ids, self.experiment_id, self.parent_run_id)
         tags[runs.NOTE_TAG] = runs.tag_value(note)
-        self._write(self.parent_run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        current = self._client.get_run(self.parent_run_id).data
+        self._parent_tags = dict(current.tags)
+        metrics = [Metric(k, v, now, 0) for k, v in values.items() if current.metrics.get(k) != v]
+        self._write(self.parent_run_id, metrics,
+                    tags=[RunTag(k, v) for k, v in tags.items() if current.tags.get(k) != v])
 
     def _attach_files(self, rec: Recommendation | None, trials: pd.DataFrame, run_ids: dict[int, str]) -> None:
+        """recommendation.json, trials.csv and the charts on the parent run, unless the same files are
+        there already (their digest is a tag): a sync of an unchanged study uploads nothing."""
         with tempfile.TemporaryDirectory(prefix="autoopt-mlflow-") as tmp:
-            write_study_files(Path(tmp), rec, trials, run_ids)
+            folder = Path(tmp)
+            write_study_tables(folder, rec, trials, run_ids)
+            digest = files_digest(folder)  # the tables hold everything the charts are drawn from
+            if self._parent_tags.get(runs.FILES_DIGEST_TAG) == digest:
+                return
+            draw_study_charts(folder, rec, trials)
             self._client.log_artifacts(self.parent_run_id, tmp)
+            self._client.set_tag(self.parent_run_id, runs.FILES_DIGEST_TAG, digest)
+
+
+def _complete(run: Run) -> bool:
+    """A trial's run that was written whole: ended, with its outcome."""
+    return run.info.status != "RUNNING" and runs.OUTCOME_TAG in run.data.tags
 
 
 def _adopt_environment(env: Mapping[str, str], cwd: str | None) -> None:

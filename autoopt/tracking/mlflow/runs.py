@@ -53,6 +53,7 @@ NOTE_TAG = "mlflow.note.content"  # shown by the UI as the run's description
 RUN_NAME_TAG = "mlflow.runName"
 COLOR_TAG = "mlflow.runColor"  # the run's colour in MLflow's charts and run list
 COMPARISON_LINK_TAG = "autoopt.comparison_link"  # on the parent: the link that opens the comparison chart
+FILES_DIGEST_TAG = "autoopt.files_digest"  # on the parent: the digest of the files attached to it
 
 #: Outcomes of trials that never trained: no child run.
 NOT_TRAINED = ("eliminated", "cancelled", "infeasible")

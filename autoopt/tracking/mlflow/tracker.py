@@ -65,6 +65,23 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def sync_hint(study_name: str, storage: Any) -> str:
+    """What writes the missing runs later: the ``autoopt sync`` command of this study's storage.
+
+    >>> sync_hint("digits", "sqlite:///digits.db")
+    'the Optuna storage holds every result: `autoopt sync digits --storage sqlite:///digits.db` (or running the study again) writes the missing runs.'
+    """
+    import shlex
+
+    if storage is None:
+        return ("the study's storage is in memory, so nothing can write them later; give storage= (a file such as "
+                "'sqlite:///study.db') to keep a study that `autoopt sync` can complete.")
+    url = storage if isinstance(storage, str) else str(storage) if isinstance(storage, os.PathLike) else None
+    command = f"autoopt sync {shlex.quote(study_name)}" + (f" --storage {shlex.quote(url)}" if url else
+                                                            " --storage <its storage's URL>")
+    return f"the Optuna storage holds every result: `{command}` (or running the study again) writes the missing runs."
+
+
 def absolute_uri(uri: str) -> str:
     """``uri`` with a relative local path made absolute: the recorder process is shared by every
     study of this process, whatever the working directory was when each started.
@@ -96,8 +113,10 @@ class MlflowTracker:
     """
 
     def __init__(self, *, tracking_uri: str | None = None, experiment_name: str | None = None,
-                 flush_seconds: float | None = None, probe_timeout: int = 5, close_timeout: float = 30.0) -> None:
+                 flush_seconds: float | None = None, probe_timeout: int = 5, close_timeout: float = 30.0,
+                 storage: Any = None) -> None:
         self.tracking_uri = tracking_uri
+        self.storage = storage  # the study's Optuna storage: the warning that recommends a sync names it
         self.experiment_name = experiment_name
         # a trial shorter than this is written whole at its end (three calls); a longer one streams its
         # epochs this often, so that it can be watched live: 5 s keeps the per-trial calls of a study of
@@ -106,6 +125,7 @@ class MlflowTracker:
         self.probe_timeout = probe_timeout
         self.close_timeout = close_timeout
         self.parent_run_id: str | None = None
+        self.parent_status: str | None = None  # the parent run's status when start_study found it
         self.experiment_id: str | None = None
         self.unsent = 0
         self.synced: dict[str, int] = {}
@@ -115,11 +135,20 @@ class MlflowTracker:
 
     # --- the Tracker protocol: called by tune() -------------------------------------------------
 
-    def start_study(self, study_name: str, config: dict[str, Any], parent_run_id: str | None = None) -> None:
+    def start_study(self, study_name: str, config: dict[str, Any], parent_run_id: str | None = None, *,
+                    reopen: bool = True) -> None:
         """Reopen the study's parent run ``parent_run_id`` (if it exists in this store) or create one;
-        record the study's settings as ``study.*`` params. Raises if the store is unreachable."""
+        record the study's settings as ``study.*`` params. Raises if the store is unreachable.
+        ``reopen=False`` (a sync) leaves an ended parent run ended: its status and end time stay."""
         self.tracking_uri = self.tracking_uri or mlflow.get_tracking_uri()
-        self._client = MlflowClient(self.tracking_uri)
+        try:
+            self._client = MlflowClient(self.tracking_uri)
+        except Exception as exc:  # a store MLflow will not open (a folder, a bad database URL): said in our words
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise ValueError(
+                f"MLflow cannot open the tracking store {self.tracking_uri!r} ({type(exc).__name__}: {first}); point "
+                "tracking_uri= / MLFLOW_TRACKING_URI at a database such as 'sqlite:///mlflow.db' or a server such "
+                "as 'http://127.0.0.1:5000', or pass tracking=False to train without MLflow.") from None
         self._study_name = study_name
         problem = probe(self._client, self.tracking_uri, self.probe_timeout)
         if problem:
@@ -128,7 +157,7 @@ class MlflowTracker:
                 "Start the server or point tracking_uri= / MLFLOW_TRACKING_URI at one that runs, "
                 "or pass tracking=False to train without MLflow.")
         with quiet_calls(self.tracking_uri, 30, retries=3):
-            self.parent_run_id = self._open_parent(study_name, parent_run_id)
+            self.parent_run_id = self._open_parent(study_name, parent_run_id, reopen)
             if config:
                 self._log_params_once(self.parent_run_id, runs.study_params(config))
         self._summary_queued = False
@@ -161,22 +190,22 @@ class MlflowTracker:
         self._summary_queued = self._accepting
         self._send("summary", recommendation, trials, list(records), dict(times or {}), list(killed))
 
-    def close(self, status: str = "FINISHED", end_study: bool = True) -> None:
+    def close(self, status: str = "FINISHED", end_study: bool = True, end_ms: int | None = None) -> None:
         """Return once the trials and the summary are recorded (the charts may still be uploading);
-        end the parent run with ``status`` after them unless ``end_study`` is False: a worker
-        process leaves the study's run to the process that started the study."""
+        end the parent run with ``status`` after them (at ``end_ms``, else now) unless ``end_study`` is
+        False: a worker process leaves the study's run to the process that started the study."""
         session = self._session
         if not self._accepting or session is None:
             return
-        self._send("close", status, end_study)
+        self._send("close", status, end_study, end_ms)
         self._accepting = False
         done = session.finish(wait_for_summary=self._summary_queued)
-        self.unsent, self.synced = session.unsent, dict(session.synced)
+        # a close that timed out left calls unconfirmed: at least one is counted
+        self.unsent, self.synced = max(session.unsent, 0 if done else 1), dict(session.synced)
         if not done or session.unsent:
             warnings.warn(
-                f"{session.unsent or 'some'} MLflow call(s) to {self.tracking_uri} could not be made; the Optuna "
-                f"storage holds every result: `autoopt sync {self._study_name} --storage URL` (or running the "
-                "study again) writes the missing runs.", TrackingWarning, stacklevel=2)
+                f"{session.unsent or 'some'} MLflow call(s) to {self.tracking_uri} could not be made; "
+                + sync_hint(self._study_name, self.storage), TrackingWarning, stacklevel=2)
 
     def _send(self, method: str, *args: Any) -> None:
         if self._accepting and self._session is not None:  # False: start_study was not called, or close was
@@ -199,15 +228,17 @@ class MlflowTracker:
                 f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or pass experiment_name=.")
         return experiment.experiment_id
 
-    def _open_parent(self, study_name: str, parent_run_id: str | None) -> str:
+    def _open_parent(self, study_name: str, parent_run_id: str | None, reopen: bool = True) -> str:
         """The study's parent run: the one the storage names (resume, a worker), or a new one."""
+        self.parent_status = "RUNNING"
         if parent_run_id:
             try:
                 run = self._client.get_run(parent_run_id)
             except Exception:  # not in this store (another tracking URI) or purged: start afresh
                 run = None
             if run is not None and run.info.lifecycle_stage == "active":
-                if run.info.status != "RUNNING":  # a resumed study: its run is live again
+                self.parent_status = run.info.status
+                if reopen and run.info.status != "RUNNING":  # a resumed study: its run is live again
                     self._client.update_run(parent_run_id, status="RUNNING")
                 self.experiment_id = run.info.experiment_id
                 return parent_run_id
