@@ -122,11 +122,11 @@ def make_objective(
         try:
             measurement = run_trial(number, candidate, trial_seed, purpose, should_stop)
         except TrainingInterrupted as exc:
-            trial.set_user_attr("measurement", exc.measurement.to_dict())
+            store_measurement(trial, exc.measurement)
             raise
         except Exception as exc:
             failed = Measurement.failure(exc)
-            trial.set_user_attr("measurement", failed.to_dict())
+            store_measurement(trial, failed)
             raise
         state, value = _end_trial(trial, measurement, measured)
         if state == TrialState.PRUNED:
@@ -169,9 +169,16 @@ def _begin_trial(trial: optuna.Trial, specs: Sequence[OptimizerSpec], seed: int,
     return trial.number, candidate, trial_seed, purpose, should_stop
 
 
+def store_measurement(trial: optuna.Trial, measurement: Measurement) -> None:
+    """The full record (``measurement``, what autoopt reads back) and one short line of it (``summary``,
+    what optuna-dashboard's trial page shows without a scroll bar 8,000 px wide)."""
+    trial.set_user_attr("summary", measurement.summary())
+    trial.set_user_attr("measurement", measurement.to_dict())
+
+
 def _end_trial(trial: optuna.Trial, measurement: Measurement, measured: Objective) -> tuple[TrialState, float | None]:
     """Store the measurement; the state and value the trial ends with."""
-    trial.set_user_attr("measurement", measurement.to_dict())
+    store_measurement(trial, measurement)
     if measurement.outcome == "pruned":
         return TrialState.PRUNED, None
     if measurement.outcome in ("failed", "interrupted"):
