@@ -15,8 +15,15 @@ def show_command(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import load_report
 
     name, storage = stored_study(args, "run the study first, or pass --storage")
+    from .run import FINISHED_KEY, print_mlflow_link
+
     report = load_report(name, storage)
     print_report(report, name, storage, sys.stdout)
+    if report.tracking_uri:
+        marker = report.study.user_attrs.get(FINISHED_KEY)
+        if marker is not None:  # the link the finished run noted: asking MLflow would import it (seconds)
+            report._mlflow_link = marker.get("link") or ""
+        print_mlflow_link(report, None, sys.stdout)
     return EXIT_OK
 
 

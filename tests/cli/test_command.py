@@ -287,6 +287,11 @@ def test_run_with_tracking_says_where_the_record_is_and_how_to_open_it(project, 
     assert "MLflow: parent run abc123 in sqlite:///mlflow.db. See it with: autoopt ui\n" in out
     assert ("The answer at a glance (the comparison chart), once `autoopt ui` runs:\n"
             "  http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=autoopt-abc123\n") in out
+    # autoopt show prints the link the finished run noted, where the study says its record is
+    optuna.load_study(study_name="tiny", storage="sqlite:///tiny.db").set_user_attr(
+        "mlflow", {"tracking_uri": "sqlite:///mlflow.db", "parent_run_id": "abc123"})
+    assert main(["show", "tiny"]) == 0
+    assert "  http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=autoopt-abc123\n" in capsys.readouterr().out
     assert main(["run", "studies/tiny.toml", "--quiet", "--tracking-uri", "sqlite:///elsewhere.db"]) == 0
     assert seen["config"].tracking_uri == "sqlite:///elsewhere.db"
     assert "See it with: autoopt ui --tracking-uri sqlite:///elsewhere.db" in capsys.readouterr().out
