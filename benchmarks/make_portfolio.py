@@ -6,14 +6,15 @@ Two lists, both greedy as in Auto-sklearn 2.0's portfolios:
   regret over the development problems; each next one the configuration that most lowers the mean of
   each problem's best regret among the entries so far (regret capped at 100%, so one hopeless problem
   cannot dictate the order);
-- ``probe_entries``, the configurations a race starts from: each next one the configuration that most
+- ``probe_entries``, a list learned for races (autoopt's races start from ``entries``, ``race.RACE_POOL``:
+  on the development fold the probe list helped only with half a run more to spend): each next one the configuration that most
   lowers the mean (capped) regret of "the entry whose loss is lowest after the race's first rung", what a
   race keeps (``early_budget.probe_portfolio``).
 
 Only configurations inside the registry's learning-rate range of their optimizer are eligible, so the
 study's search space contains every entry exactly.
 
-    python benchmarks/make_portfolio.py            # writes autoopt/portfolio.json
+    python benchmarks/make_portfolio.py            # writes autoopt/search/portfolio.json
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from simulate import greedy_portfolio  # noqa: E402
 OUT = Path(__file__).resolve().parent.parent / "autoopt" / "search" / "portfolio.json"
 SIZE = 16
 PROBE_SIZE = 27  # as many as a race ever starts (autoopt.search.race.RACE_MAX)
-FIRST_RUNG = 1  # the race's first rung, in epochs (autoopt.search.race.PROBE_EPOCHS)
+FIRST_RUNG = 1  # the race's first rung, in epochs (autoopt.search.race.SHORT_RUNG)
 
 
 def main(argv: list[str] | None = None) -> int:
