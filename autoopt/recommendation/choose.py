@@ -52,12 +52,16 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     configs = summarize_configs(trials, objective)
     if configs.empty or not configs["ok"].any():
         raise RuntimeError(
-            "no configuration trained cleanly (each diverged, failed, or ended no better than it started): "
+            "no configuration trained cleanly (each diverged or failed): "
             "there is nothing to recommend; report.trials has every run and its error."
         )
     pool = configs[configs["ok"]]
     note = ""
-    if (pool["n_seeds"] > 1).any():
+    if not pool["learned"].any():
+        note = (" Warning: no run ended below its starting validation loss, so this is the least bad of what "
+                "was tried: the model overfits within these epochs, or every rate tried was too high for its "
+                "(pretrained?) weights. Try fewer epochs, lower learning rates or a larger budget.")
+    elif (pool["n_seeds"] > 1).any():
         pool = pool[pool["n_seeds"] > 1]
     elif (configs["n_seeds"] > 1).any():
         note = " Every re-evaluated configuration failed on some seed; this one was trained on one seed only."

@@ -24,7 +24,9 @@ BAD_OUTCOMES = ("diverged", "oom", "failed")
 
 
 def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
-    """One row per configuration: its seeds averaged; ``ok`` is False if any seed went wrong.
+    """One row per configuration: its seeds averaged; ``clean`` is False if any seed went wrong, ``learned``
+    if any seed ended no lower than it started, ``ok`` (what may be recommended) is both, or ``clean``
+    alone where no configuration learned.
 
     ``score`` is the mean final objective where lower is better: what the policies weigh as loss.
     """
@@ -47,8 +49,8 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
             "family": group["family"].iloc[0],
             "params": group["params"].iloc[0],
             "n_seeds": len(group),
-            "ok": bool(len(good) == len(group) and np.isfinite(losses).all() and np.isfinite(values).all()
-                       and learned),
+            "clean": bool(len(good) == len(group) and np.isfinite(losses).all() and np.isfinite(values).all()),
+            "learned": learned,
             "val_loss": float(losses.mean()) if len(losses) else math.nan,
             "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
             "objective": float(values.mean()) if len(values) else math.nan,
@@ -62,6 +64,12 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
             "trial_numbers": [int(n) for n in group["number"].dropna()],
         })
     table = pd.DataFrame(rows)
+    table["ok"] = table["clean"] & table["learned"]
+    if not table["ok"].any():
+        # Every clean run ended above its starting loss (a model that overfits small data within the
+        # epochs asked, or rates too high for pretrained weights): the least bad of them is still an
+        # answer, which the explanation flags (``choose.recommend``), rather than no answer at all.
+        table["ok"] = table["clean"]
     table["selection"] = smoothed_scores(table)
     return table
 
