@@ -31,12 +31,19 @@ from autoopt.study.trials import GROUP_SIZE_ATTR
 # the poll below (each look opens the storage) sees it mid-trial (with 1200 samples, a trial took 0.9 s on
 # one machine and the poll missed it)
 STUDY = """
-import sys, torch, autoopt
+import os, sys, torch, autoopt
 g = torch.Generator().manual_seed(0)
 X = torch.randn(3600, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
+PAUSE = os.environ.get("PAUSE_DIR")  # the test's barrier (kill_9_when): no race between a look and a signal
+def pause(module, args):
+    if PAUSE and os.path.exists(os.path.join(PAUSE, "request")):
+        os.remove(os.path.join(PAUSE, "request"))
+        open(os.path.join(PAUSE, "paused"), "w").close()
+        open(os.path.join(PAUSE, "fifo")).read()  # nobody writes: blocked, mid-trial, until the signal
+model.register_forward_pre_hook(pause)
 report = autoopt.tune(model, (X, y), optimizers=OPTIMIZERS, n_trials=len(OPTIMIZERS), epochs=EPOCHS, batch_size=8, seeds=1,
              pruner="none", storage=sys.argv[1], study_name="resume", tracking=sys.argv[2] != "off",
              tracking_uri=None if sys.argv[2] == "off" else sys.argv[2], verbose=False, fused=FUSED)
@@ -74,11 +81,18 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
     """Start ``command``, SIGKILL it (or send it ``sig``) as soon as ``moment()`` returns something, wait
     for it to end, and return that; ``recorders`` gets the pids of the MLflow recorder processes it had
     started."""
+    pause_dir = Path(env["PAUSE_DIR"]) if "PAUSE_DIR" in env else None
+    if pause_dir is not None:
+        os.mkfifo(pause_dir / "fifo")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         found = poll(moment, timeout=120)
         ended = process.poll()
         assert found, f"the moment never came: {ended} {process.stderr.read().decode()[-2000:] if ended is not None else ''}"
+        if pause_dir is not None:  # the study stops at its next forward call, still mid-trial, until the signal
+            (pause_dir / "request").touch()
+            assert poll(lambda: (pause_dir / "paused").exists() or process.poll() is not None, timeout=120)
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
         if recorders is not None:
             recorders.extend(recorder_pids(process.pid))
         process.send_signal(sig)
@@ -132,7 +146,7 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
     # one trial at a time, so that one trial has finished while another runs when the kill lands
     (tmp_path / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
     env = {**os.environ, "PYTHONPATH": str(Path(autoopt.__file__).resolve().parent.parent),
-           "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2"}
+           "AUTOOPT_HEARTBEAT_SECONDS": "1", "AUTOOPT_MLFLOW_FLUSH_SECONDS": "0.2", "PAUSE_DIR": str(tmp_path)}
     command = [sys.executable, str(tmp_path / "study.py"), storage, tracking_uri]
 
     def running_after_a_finished_one():
@@ -146,13 +160,12 @@ def test_kill_9_mid_trial_then_resume_loses_nothing_and_reruns_the_killed_trial(
         return done, running[0]
 
     recorders: list[int] = []
-    found = kill_9_when(command, tmp_path, env, running_after_a_finished_one, recorders)
+    kill_9_when(command, tmp_path, env, running_after_a_finished_one, recorders)
     if tracked and Path("/proc").is_dir():  # its MLflow recorder saw the pipe close without a goodbye: gone too
         assert len(recorders) == 1
         assert poll(lambda: not alive(recorders[0]), timeout=30)
     before = {t.number: (t.state, t.params, t.value) for t in trials(storage) if t.state.is_finished()}
-    killed = next(t for t in trials(storage) if t.number == found[1].number)
-    assert killed.state == TrialState.RUNNING
+    (killed,) = [t for t in trials(storage) if t.state == TrialState.RUNNING]  # the one the kill landed in
     # the killed trial's heartbeat stops; once past the grace period the storage calls it stale
     assert poll(lambda: [t.number for t in stale_trials(load(storage))], timeout=30) == [killed.number]
 
@@ -241,10 +254,13 @@ def test_a_resume_at_once_reruns_the_killed_or_interrupted_trial_first_and_gets_
                "journal": lambda: f"journal:{tmp_path / 'resume.log'}",
                "postgresql": lambda: request.getfixturevalue("fresh_postgres")}[kind]()
     (tmp_path / "study.py").write_text(study_script(["sgd", "adam"], fused=False))
-    env = study_env()
+    env = {**study_env(), "PAUSE_DIR": str(tmp_path)}
     command = [sys.executable, str(tmp_path / "study.py"), storage, "off"]
-    killed = kill_9_when(command, tmp_path, env, mid_trial_after_a_finished_one(storage), sig=sig)
+    kill_9_when(command, tmp_path, env, mid_trial_after_a_finished_one(storage), sig=sig)
     before = trials(storage)
+    # the trial the signal landed in: RUNNING after SIGKILL, ended "interrupted" after Ctrl-C
+    (killed,) = [t for t in before if t.state == TrialState.RUNNING
+                 or t.user_attrs.get("measurement", {}).get("outcome") == "interrupted"]
     assert by_state(before, TrialState.RUNNING) == ([killed.number] if sig == signal.SIGKILL else [])
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -300,7 +316,7 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
 
 
 TIMED = """
-import sys, torch, autoopt
+import os, sys, torch, autoopt
 g = torch.Generator().manual_seed(0)
 X = torch.randn(200, 4, generator=g)
 y = (X[:, 0] > 0).long()

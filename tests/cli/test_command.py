@@ -207,15 +207,20 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_a_rerun_continues(project,
     assert kept >= 1 and f"{kept} finished search trial(s) are kept in sqlite:///tiny.db" in message
     assert message.endswith("Resume with: autoopt run studies/tiny.toml --no-tracking --quiet")
     before = stored_trials()
-    assert before[-1].state == optuna.trial.TrialState.FAIL  # recorded as interrupted, not lost
-    assert before[-1].user_attrs["measurement"]["outcome"] == "interrupted"
+    interrupted = [t for t in before if t.state == optuna.trial.TrialState.FAIL]
+    assert len(interrupted) == 1  # recorded as interrupted, not lost
+    assert interrupted[0].user_attrs["measurement"]["outcome"] == "interrupted"
 
     monkeypatch.delenv("AUTOOPT_TEST_INTERRUPT_AT")
     assert main(argv) == 0
     after = stored_trials()
     assert len(after) > len(before)
-    for old, new in zip(before, after):  # the earlier trials are kept as they were, not redone
-        assert (new.number, new.state, new.params, new.value) == (old.number, old.state, old.params, old.value)
+    for old, new in zip(before, after):  # the finished trials are kept as they were, not redone
+        if old.state != optuna.trial.TrialState.WAITING:
+            assert (new.number, new.state, new.params, new.value) == (old.number, old.state, old.params, old.value)
+    done = [t for t in after if t.state == optuna.trial.TrialState.COMPLETE]
+    assert interrupted[0].params in [t.params for t in done]  # the interrupted configuration, trained again
+    assert not [t for t in after if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)]
     assert search_budget_spent() == 3  # the interrupted trial does not count against n_trials
 
 
