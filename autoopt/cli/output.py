@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any, TextIO
 
@@ -35,3 +36,19 @@ def print_report(report: Any, study_name: str, storage: str, out: TextIO) -> Non
     counts = report.trials["outcome"].value_counts()
     outcomes = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o in counts)
     print(f"Study '{study_name}': {len(report.trials)} trials ({outcomes}) in {storage}.", file=out)
+
+
+def print_mlflow_link(report: Any, given_uri: str | None, out: Any) -> None:
+    """Where the study is recorded, how to open the UI, and the link that opens its comparison chart:
+    the recommended run beside the best of each other optimizer."""
+    uri = report.tracking_uri
+    if uri.startswith(("http:", "https:")):
+        print(f"MLflow: parent run {report.parent_run_id} in {uri}.", file=out)
+        opened = ""
+    else:
+        flag = f" --tracking-uri {shlex.quote(uri)}" if given_uri else ""
+        print(f"MLflow: parent run {report.parent_run_id} in {uri}. See it with: autoopt ui{flag}", file=out)
+        opened = ", once `autoopt ui` runs"
+    link = report.mlflow_link
+    if link:
+        print(f"The answer at a glance (the comparison chart){opened}:\n  {link}", file=out)

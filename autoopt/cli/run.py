@@ -12,14 +12,10 @@ import shlex
 import sys
 from typing import Any
 
-from .output import EXIT_INTERRUPTED, EXIT_OK, error, print_report, say
+from .output import EXIT_INTERRUPTED, EXIT_OK, error, print_mlflow_link, print_report, say
 from .recipes import load_recipe, recipe_defaults
-from .stored import sqlite_path
+from .stored import FINISHED_KEY, sqlite_path
 
-#: The study user attribute where ``autoopt run`` notes a run that finished: the settings it ran with and
-#: the study's trial count then. The same command on the same study finds it and prints the stored result
-#: without loading the recipe, torch or MLflow.
-FINISHED_KEY = "autoopt:finished_run"
 #: Settings that do not change what a study trains or recommends: where it runs and what it prints.
 _NOT_DECIDING = ("device", "verbose")
 
@@ -131,22 +127,6 @@ def _print_if_finished(study: Any, flags: dict[str, Any], notes: Any) -> bool:
                "its result, from the storage:")
     _print_result(report, config)
     return True
-
-
-def print_mlflow_link(report: Any, given_uri: str | None, out: Any) -> None:
-    """Where the study is recorded, how to open the UI, and the link that opens its comparison chart:
-    the recommended run beside the best of each other optimizer."""
-    uri = report.tracking_uri
-    if uri.startswith(("http:", "https:")):
-        print(f"MLflow: parent run {report.parent_run_id} in {uri}.", file=out)
-        opened = ""
-    else:
-        flag = f" --tracking-uri {shlex.quote(uri)}" if given_uri else ""
-        print(f"MLflow: parent run {report.parent_run_id} in {uri}. See it with: autoopt ui{flag}", file=out)
-        opened = ", once `autoopt ui` runs"
-    link = report.mlflow_link
-    if link:
-        print(f"The answer at a glance (the comparison chart){opened}:\n  {link}", file=out)
 
 
 def _plan(config: Any) -> str:

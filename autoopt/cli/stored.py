@@ -8,14 +8,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .output import EXIT_OK, print_report
+from .output import EXIT_OK, print_mlflow_link, print_report
+
+#: The study user attribute where ``autoopt run`` notes a run that finished: the settings it ran with and
+#: the study's trial count then. The same command on the same study finds it and prints the stored result
+#: without loading the recipe, torch or MLflow; ``show`` prints the MLflow link it holds.
+FINISHED_KEY = "autoopt:finished_run"
 
 
 def show_command(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import load_report
 
     name, storage = stored_study(args, "run the study first, or pass --storage")
-    from .run import FINISHED_KEY, print_mlflow_link
 
     report = load_report(name, storage)
     print_report(report, name, storage, sys.stdout)
