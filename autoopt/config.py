@@ -1,7 +1,8 @@
 """A study's settings as one frozen, validated record, shared by ``tune()`` and study files.
 
 Validation happens here, when the record is made, so that a bad value is an error that names it
-before any data is touched or any model trained.
+before any data is touched or any model trained. (Over the package's 350-line guide: one field's check
+each, a few lines apiece, in one place so that ``tune()`` and study files refuse the same values alike.)
 """
 
 from __future__ import annotations

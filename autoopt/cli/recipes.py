@@ -18,7 +18,8 @@ project, a function imported into a recipe file from elsewhere are refused befor
 imported or called. A module reference is checked in its source (with ``ast``) before it is imported.
 A recipe found by name that is a symlink to a file outside its project is refused too. A recipe that
 calls ``sys.exit()`` or ``os._exit()`` while importing or building is reported, never a silent exit.
-Listing recipes reads them without running them.
+Listing recipes reads them without running them. (Over the package's 350-line guide: finding a recipe
+and refusing what is not one are one job, since each way of naming a recipe has its own refusals.)
 
 >>> recipe = load_recipe("digits_mlp")
 >>> model, (X, y) = recipe.make(seed=0)

@@ -12,6 +12,10 @@ The study's process (``tracker.py``) sends what happens; this writes it, in orde
   study's comparison view (``links.py``) and the parent the recommendation and the link to that view.
   The same code backfills after a server outage (``autoopt sync``), idempotently. Then it tells the
   study its answer is recorded, and draws and uploads the charts and files.
+
+``StudyRecorder`` is over the package's 200-line guide for a class, on purpose: it is one study's
+writer, and its parts (live runs, the summary's reconcile, tags and names) share one state, the runs it
+has written, which a split would pass back and forth on every message.
 """
 
 from __future__ import annotations
