@@ -77,3 +77,13 @@ def test_the_training_loop_imports_neither_optuna_nor_mlflow_and_only_tracking_m
             assert not names & {"optuna", "mlflow"}, where
         if "mlflow" in names:
             assert where.startswith("tracking/mlflow/"), where
+
+
+def test_the_readmes_layout_table_names_every_module_of_the_tree():
+    """The README's "Project layout" table is how a newcomer finds the room to open: it must not drift
+    from the tree (it once named a halving.py that had become race.py)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme[readme.index("## Project layout"):]
+    modules = sorted(p.name for p in PACKAGE.rglob("*.py")
+                     if p.name not in ("__init__.py", "__main__.py") and "__pycache__" not in p.parts)
+    assert [m for m in modules if f"{m}`" not in table] == []  # `name.py` or `autoopt/name.py`
