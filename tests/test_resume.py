@@ -31,7 +31,7 @@ from autoopt.study.trials import GROUP_SIZE_ATTR
 # the poll below (each look opens the storage) sees it mid-trial (with 1200 samples, a trial took 0.9 s on
 # one machine and the poll missed it)
 STUDY = """
-import os, sys, torch, autoopt
+import os, sys, time, torch, autoopt
 g = torch.Generator().manual_seed(0)
 X = torch.randn(3600, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
@@ -42,7 +42,8 @@ def pause(module, args):
     if PAUSE and os.path.exists(os.path.join(PAUSE, "request")):
         os.remove(os.path.join(PAUSE, "request"))
         open(os.path.join(PAUSE, "paused"), "w").close()
-        open(os.path.join(PAUSE, "fifo")).read()  # nobody writes: blocked, mid-trial, until the signal
+        while True:  # mid-trial until the signal; not one blocking call, which a SIGINT delivered to
+            time.sleep(0.01)  # another thread (the heartbeat's) would never interrupt
 model.register_forward_pre_hook(pause)
 report = autoopt.tune(model, (X, y), optimizers=OPTIMIZERS, n_trials=len(OPTIMIZERS), epochs=EPOCHS, batch_size=8, seeds=1,
              pruner="none", storage=sys.argv[1], study_name="resume", tracking=sys.argv[2] != "off",
@@ -82,8 +83,6 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
     for it to end, and return that; ``recorders`` gets the pids of the MLflow recorder processes it had
     started."""
     pause_dir = Path(env["PAUSE_DIR"]) if "PAUSE_DIR" in env else None
-    if pause_dir is not None:
-        os.mkfifo(pause_dir / "fifo")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         found = poll(moment, timeout=120)
@@ -317,7 +316,7 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
 
 
 TIMED = """
-import os, sys, torch, autoopt
+import os, sys, time, torch, autoopt
 g = torch.Generator().manual_seed(0)
 X = torch.randn(200, 4, generator=g)
 y = (X[:, 0] > 0).long()
