@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -15,6 +16,17 @@ def _no_mlflow_litter(monkeypatch, tmp_path):
     """Tests run in their own folder so that MLflow's default store never lands in the repo."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_left_as_found():
+    """A test that leaves SIGINT ignored in this process hands that to every process started after it
+    (an ignored signal survives exec), and a later Ctrl-C test's study would never see its Ctrl-C."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, before)
+    assert after == before, f"the test left SIGINT's handler {after!r} (it was {before!r})"
 
 
 @pytest.fixture

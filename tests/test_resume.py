@@ -31,7 +31,8 @@ from autoopt.study.trials import GROUP_SIZE_ATTR
 # the poll below (each look opens the storage) sees it mid-trial (with 1200 samples, a trial took 0.9 s on
 # one machine and the poll missed it)
 STUDY = """
-import os, sys, time, torch, autoopt
+import faulthandler, os, signal, sys, time, torch, autoopt
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a traceback if the study hangs
 g = torch.Generator().manual_seed(0)
 X = torch.randn(3600, 8, generator=g)
 y = (X[:, 0] + X[:, 1] > 0).long()
@@ -41,7 +42,8 @@ PAUSE = os.environ.get("PAUSE_DIR")  # the test's barrier (kill_9_when): no race
 def pause(module, args):
     if PAUSE and os.path.exists(os.path.join(PAUSE, "request")):
         os.remove(os.path.join(PAUSE, "request"))
-        open(os.path.join(PAUSE, "paused"), "w").close()
+        with open(os.path.join(PAUSE, "paused"), "w") as note:  # what Ctrl-C would do here, for a failure's message
+            note.write(f"SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])}")
         while True:  # mid-trial until the signal; not one blocking call, which a SIGINT delivered to
             time.sleep(0.01)  # another thread (the heartbeat's) would never interrupt
 model.register_forward_pre_hook(pause)
@@ -83,7 +85,10 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
     for it to end, and return that; ``recorders`` gets the pids of the MLflow recorder processes it had
     started."""
     pause_dir = Path(env["PAUSE_DIR"]) if "PAUSE_DIR" in env else None
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Ctrl-C as in a terminal: a shell's background job (the suite started with `&`) hands its children
+    # SIGINT ignored, and a Python started so never raises KeyboardInterrupt
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         found = poll(moment, timeout=120)
         ended = process.poll()
@@ -95,7 +100,15 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
         if recorders is not None:
             recorders.extend(recorder_pids(process.pid))
         process.send_signal(sig)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hangs, and what the signal met
+            process.send_signal(signal.SIGUSR1)
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.wait(timeout=3)
+            process.kill()
+            paused = (pause_dir / "paused").read_text() if pause_dir is not None else ""
+            raise AssertionError(f"no end 60 s after signal {sig}; {paused}\n{process.stderr.read().decode()[-6000:]}")
         return found
     finally:
         if process.poll() is None:
@@ -316,7 +329,8 @@ def test_kill_9_mid_fused_group_then_resume_reruns_every_member_once(tmp_path, m
 
 
 TIMED = """
-import os, sys, time, torch, autoopt
+import faulthandler, os, signal, sys, time, torch, autoopt
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a traceback if the study hangs
 g = torch.Generator().manual_seed(0)
 X = torch.randn(200, 4, generator=g)
 y = (X[:, 0] > 0).long()
