@@ -25,8 +25,8 @@ BAD_OUTCOMES = ("diverged", "oom", "failed")
 
 def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> pd.DataFrame:
     """One row per configuration: its seeds averaged; ``clean`` is False if any seed went wrong, ``learned``
-    if any seed ended no lower than it started, ``ok`` (what may be recommended) is both, or ``clean``
-    alone where no configuration learned.
+    False if any seed ended no lower than it started; ``ok`` (what may be recommended) is both, or
+    ``clean`` alone where no configuration learned.
 
     ``score`` is the mean final objective where lower is better: what the policies weigh as loss.
     """
