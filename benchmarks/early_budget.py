@@ -381,7 +381,26 @@ def pool_of(pool: str, grid: Grid, ctx: Context, r0: int) -> list[Config]:
     if pool.startswith("task"):
         w = float(pool[4:]) if pool[4:] else INF
         return looked_up_portfolio(ctx, grid, "task", w)
+    if pool == "pretrained":  # a model whose weights are already trained races a list learned on such problems
+        return pretrained_portfolio(ctx) if is_pretrained(grid) else ctx.portfolio
     raise ValueError(pool)
+
+
+def is_pretrained(grid: Grid) -> bool:
+    """Whether the problem's model starts from trained weights: what ``autoopt.training.pretrained``
+    sees in the weights before training (on this corpus it flags exactly the fine-tuning problems)."""
+    return kind_of(grid).startswith("finetune")
+
+
+def pretrained_portfolio(ctx: Context, size: int = PORTFOLIO_SIZE) -> list[Config]:
+    """The portfolio learned on the training folds' fine-tuning problems (the other problems only break
+    its ties: once every fine-tuning problem is covered, the entries go on as for the rest); the whole
+    portfolio where the training folds hold none."""
+    def make() -> list[Config]:
+        same = [is_pretrained(g) for g in ctx.train]
+        return weighted_greedy(ctx.train, size, [1e6 if s else 1.0 for s in same]) if any(same) else ctx.portfolio
+
+    return ctx.get(("pretrained_portfolio", size), make)
 
 
 SHIFTS = (0, -1, -2, 1, 2)  # ties: the smaller move

@@ -117,7 +117,7 @@ def _line_search(rep: Replay, first: int) -> None:
 
 
 TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance": 0.0, "line_first": 1}
-CHOICES = {"pool": ("probe", "portfolio"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
+CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
            "line_first": (1, -1)}
 
 

@@ -2,8 +2,9 @@
 the winner trained to the end (successive halving with continuation: nothing restarts, no epoch is
 trained twice). The first stage of a study whose budget is small.
 
-The race's entries come from the portfolio's probe list (``portfolio.json``, ``probe_entries``: chosen on
-the corpus's development problems for how well their first epochs predict the end). Its members train
+The race's entries are the portfolio's (``portfolio.json``, ``entries``), or, for a model whose weights are
+already trained and a budget under two runs, its list learned on fine-tuning problems
+(``pretrained_entries``, ``race_pool``). Its members train
 together, fused where one pass holds them, else side by side, an epoch each in turn
 (``training.interleaved``): the same trials on any machine, however busy. Each member is its own trial.
 """
@@ -24,6 +25,10 @@ from .trial_runners import group_trainer
 RACE_BELOW = 3.0
 #: The portfolio's list a race starts from.
 RACE_POOL = "entries"
+#: The list a short race starts from when the model's weights are already trained (fine-tuning,
+#: ``training.initialization.looks_trained``): learned on the corpus's fine-tuning problems, whose best
+#: rates are lower; decided by ``benchmarks/first_answers.py`` (below SHORT_BELOW only: at 2 runs it lost).
+PRETRAINED_POOL = "pretrained_entries"
 #: Budgets below this many runs race with a first rung of SHORT_RUNG epochs and may spend SHORT_ALLOWANCE
 #: runs beyond the budget (a study always trains one run to the end; the race that chooses it costs this
 #: much more); larger budgets race by successive halving within the budget. Decided on the corpus's
@@ -87,6 +92,15 @@ def race_shape(total_budget: float, epochs: int) -> tuple[int | None, float]:
     if total_budget < SHORT_BELOW:
         return SHORT_RUNG, max(total_budget, 1 + SHORT_ALLOWANCE) * epochs
     return None, total_budget * epochs
+
+
+def race_pool(total_budget: float, pretrained: bool) -> str:
+    """The portfolio list (``portfolio.json``) a race of a study of ``total_budget`` runs starts from.
+
+    >>> race_pool(1, pretrained=True), race_pool(2, pretrained=True), race_pool(1, pretrained=False)
+    ('pretrained_entries', 'entries', 'entries')
+    """
+    return PRETRAINED_POOL if pretrained and total_budget < SHORT_BELOW else RACE_POOL
 
 
 class Rendezvous:

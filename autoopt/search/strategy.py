@@ -1,7 +1,8 @@
 """The search strategy: what a study spends its budget on, in order.
 
 Below ``RACE_BELOW`` training-run equivalents (TRE) of budget, a study starts with a race over the
-portfolio (``race.py``, stage 0). Each stage is its own module over one shared
+portfolio (``race.py``, stage 0; below 2 TRE a model whose weights are already trained races the list
+learned on fine-tuning problems). Each stage is its own module over one shared
 ``StudyRunner`` (``runner.py``): it decides what to train, the runner trains it within the budget.
 
 1. **Portfolio.** Configurations chosen on the benchmark corpus's development problems
@@ -41,10 +42,11 @@ from ..optimizers.spec import OptimizerSpec
 from ..study import budget
 from ..tracking.progress import ProgressBar
 from ..tracking.tracker import Tracker
+from ..training.initialization import looks_trained
 from ..training.setup import TrainingSetup
 from .line_search import line_search
 from .portfolio import portfolio_candidates, run_portfolio
-from .race import RACE_BELOW, RACE_POOL, race_shape, run_race
+from .race import RACE_BELOW, race_pool, race_shape, run_race
 from .reevaluation import enqueue_reevaluations
 from .runner import StudyRunner, Workers
 
@@ -64,7 +66,8 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     try:
         if not study.trials and config.total_budget is not None and config.total_budget < RACE_BELOW:
             first_rung, race_epochs = race_shape(config.total_budget - config.reevaluation_cost, config.epochs)
-            run_race(runner, portfolio_candidates(specs, RACE_POOL), "race", race_epochs, first_rung=first_rung)
+            pool = race_pool(config.total_budget, looks_trained(setup.template))
+            run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung)
         runner.run_queued("race")  # members of a race that a killed process left queued
         runner.run_queued(None)  # re-runs of killed or interrupted trials, then anything else left queued
         run_portfolio(runner, config.refine_after)

@@ -59,6 +59,30 @@ def test_a_budget_of_one_run_races_from_one_epoch_and_spends_at_most_a_quarter_r
         (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]) if alive > after)
 
 
+def test_a_pretrained_model_races_the_list_learned_on_fine_tuning_problems_below_two_runs(blobs):
+    from torch import nn
+
+    import torch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    X, y = torch.as_tensor(blobs[0]), torch.as_tensor(blobs[1])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(30):  # pretrained: its matrices have spectral spikes (training/initialization.py)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    specs = resolve_specs(None)
+    fine_tuning = portfolio_candidates(specs, "pretrained_entries")
+    assert fine_tuning[:3] != portfolio_candidates(specs)[:3]
+    report = autoopt.tune(model, blobs, epochs=9, budget=1, **FAST)
+    raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
+    assert len(raced) > 1 and raced == [(c.optimizer, c.lr) for c in fine_tuning[:len(raced)]]
+    report = autoopt.tune(model, blobs, epochs=9, budget=2.5, **FAST)  # halving: the general list
+    raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
+    assert raced == [(c.optimizer, c.lr) for c in portfolio_candidates(specs)[:len(raced)]]
+
+
 def test_a_larger_budget_walks_the_learning_rate_of_the_best_entry(blobs):
     report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "momentum"], epochs=3, budget=6, refine_after=2, **FAST)
     trials = report.trials

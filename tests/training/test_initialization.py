@@ -1,11 +1,14 @@
-"""Another seed re-draws a freshly initialized model's weights and keeps a pretrained model's."""
+"""Another seed re-draws a freshly initialized model's weights and keeps a pretrained model's; trained
+weights are told from any fresh draw by their spectrum."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from autoopt.training.initialization import looks_freshly_initialized
+import pytest
+
+from autoopt.training.initialization import looks_freshly_initialized, looks_trained, spectral_spike
 from autoopt.training.intake import prepare_data
 from autoopt.training.setup import TrainingSetup
 from autoopt.training.task import infer_task
@@ -53,3 +56,42 @@ def test_a_fresh_head_drawn_by_hand_on_a_fresh_body_counts_as_the_users_own_init
     model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3))
     nn.init.normal_(model[2].weight, std=0.02)  # as Hugging Face draws a new head
     assert not looks_freshly_initialized(model)
+
+
+def _fresh_models() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    hf_style = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10))
+    for layer in hf_style:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=0.02)  # as Hugging Face draws: not torch's default, not trained
+    orthogonal = nn.Linear(32, 32)
+    nn.init.orthogonal_(orthogonal.weight)
+    return {
+        "mlp": nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)),
+        "encoder": nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2),
+        "gru": nn.GRU(16, 32, 2),
+        "cnn": nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3)),
+        "hf_style": hf_style,
+        "orthogonal": orthogonal,
+    }
+
+
+@pytest.mark.parametrize("name", list(_fresh_models()))
+def test_no_fresh_draw_looks_trained_whatever_its_initializer(name):
+    assert not looks_trained(_fresh_models()[name])
+
+
+def test_a_few_steps_of_training_make_weights_look_trained(blobs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    before = spectral_spike(model[2].weight)
+    X, y = torch.as_tensor(blobs[0]), torch.as_tensor(blobs[1])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    assert before < 1.0 < 1.2 < spectral_spike(model[2].weight)
+    assert looks_trained(model)
+    model[2].weight.requires_grad_(False)  # a frozen layer is not what the study fine-tunes
+    assert not looks_trained(model)
