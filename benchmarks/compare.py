@@ -32,6 +32,8 @@ Methods (``METHODS``):
 
     python benchmarks/compare.py --jobs 2                      # the test fold, every method (README table)
     python benchmarks/compare.py --fold dev --methods autoopt  # development problems
+    python benchmarks/compare.py --methods autoopt --budgets 1 --out results/compare-test-b1.json \
+        --replace-in results/compare-test.json                  # re-run some rows of the table
 """
 
 from __future__ import annotations
@@ -373,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="*", type=float, help="only these budgets (default: each method's own)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--replace-in", type=Path, help="a previous result (.json) whose rows of the methods and "
+                        "budgets run here are replaced by this run's, the rest kept (a change that moves only "
+                        "some rows re-runs only those); its .md is rewritten")
     args = parser.parse_args(argv)
     problems = args.problems or {"test": list(TEST), "dev": list(DEV), "all": list(PROBLEMS)}[args.fold]
     out = args.out or OUT / f"compare-{args.fold}.json"
@@ -432,7 +437,23 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, separators=(",", ":")) + "\n")
     print(report_tables(result))
     (out.with_suffix(".md")).write_text(report_tables(result) + "\n")
+    if args.replace_in:
+        merged = replace_rows(json.loads(args.replace_in.read_text()), result)
+        args.replace_in.write_text(json.dumps(merged, separators=(",", ":")) + "\n")
+        args.replace_in.with_suffix(".md").write_text(report_tables(merged) + "\n")
+        print(f"rows replaced in {args.replace_in}")
     return 0
+
+
+def replace_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with its searches of each (method, budget) that ``new`` ran replaced by ``new``'s; which
+    rows came from which run is kept in ``merged_from``."""
+    rows = {(r["method"], r["budget"]) for r in new["runs"] if r["method"] != GRID_FLOOR}
+    kept = [r for r in old["runs"] if (r["method"], r["budget"]) not in rows]
+    fresh = [r for r in new["runs"] if (r["method"], r["budget"]) in rows]
+    history = old.get("merged_from", [{"made": old["made"], "rows": "all"}])
+    history.append({"made": new["made"], "rows": sorted(f"{m} {b:g}" for m, b in rows), "machine": new["machine"]})
+    return {**old, "runs": kept + fresh, "merged_from": history}
 
 
 def _load_done(out: Path, calls: list[tuple]) -> dict[tuple, dict[str, Any]]:
