@@ -131,10 +131,11 @@ def _best(scores: dict[int, float], keep: int) -> list[int]:
 
 
 def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget_epochs: float,
-             first_rung: int | None = None) -> None:
+             first_rung: int | None = None, pool: str = RACE_POOL) -> None:
     """Race as many of ``entries`` as ``budget_epochs`` affords (at least 2, else nothing happens); each
     is queued once as a trial of ``purpose`` with its index (``race_index``), so a resumed study races
-    the same entries and queues none twice."""
+    the same entries and queues none twice, and the list it came from (``race_list``: ``pool``, shown
+    with the trial in Optuna's storage and dashboard)."""
     config = runner.config
     distinct: dict[str, Candidate] = {}  # entries that are one configuration within the search space race once
     for entry in map(runner.within_space, entries):
@@ -151,7 +152,7 @@ def run_race(runner: StudyRunner, entries: list[Candidate], purpose: str, budget
         return
     sizes, rungs, _ = race_plan(n, config.epochs, first_rung)
     for i, candidate in enumerate(entries[:n]):
-        runner.enqueue(candidate, purpose, extra={"race_index": i, "group": True}, once=f"{purpose}:{i}")
+        runner.enqueue(candidate, purpose, extra={"race_index": i, "group": True, "race_list": pool}, once=f"{purpose}:{i}")
     rendezvous = Rendezvous(dict(zip(rungs[:-1], sizes[1:])))
     # one group, its rungs decided once an epoch, when every member's epoch has ended
     train = group_trainer(runner.by_name, runner.setup, runner.tracker, runner.progress,

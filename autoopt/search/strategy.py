@@ -67,7 +67,7 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
         if not study.trials and config.total_budget is not None and config.total_budget < RACE_BELOW:
             first_rung, race_epochs = race_shape(config.total_budget - config.reevaluation_cost, config.epochs)
             pool = race_pool(config.total_budget, looks_trained(setup.template))
-            run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung)
+            run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung, pool=pool)
         runner.run_queued("race")  # members of a race that a killed process left queued
         runner.run_queued(None)  # re-runs of killed or interrupted trials, then anything else left queued
         run_portfolio(runner, config.refine_after)

@@ -78,6 +78,7 @@ def test_a_pretrained_model_races_the_list_learned_on_fine_tuning_problems_below
     report = autoopt.tune(model, blobs, epochs=9, budget=1, **FAST)
     raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
     assert len(raced) > 1 and raced == [(c.optimizer, c.lr) for c in fine_tuning[:len(raced)]]
+    assert {t.user_attrs["race_list"] for t in report.study.trials} == {"pretrained_entries"}
     report = autoopt.tune(model, blobs, epochs=9, budget=2.5, **FAST)  # halving: the general list
     raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
     assert raced == [(c.optimizer, c.lr) for c in portfolio_candidates(specs)[:len(raced)]]
