@@ -53,7 +53,8 @@ def test_threads_racing_to_queue_one_key_queue_it_once(tmp_path):
 def test_a_journal_trial_whose_heartbeat_stopped_is_failed_and_queued_again_once(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOOPT_HEARTBEAT_SECONDS", "1")
     study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'h.log'}"), study_name="h")
-    study.enqueue_trial({"x": 2.0}, user_attrs={"purpose": "portfolio", "seed": 0})
+    study.enqueue_trial({"x": 2.0}, user_attrs={"purpose": "race", "seed": 0, "race_index": 1,
+                                                 "race_list": "pretrained_entries"})
     trial = study.ask()  # RUNNING, as a process that died mid-trial leaves it
     trial.suggest_float("x", 0.0, 5.0)
     storage = study._storage
@@ -67,7 +68,8 @@ def test_a_journal_trial_whose_heartbeat_stopped_is_failed_and_queued_again_once
     assert trials[0].state == TrialState.FAIL
     rerun = [t for t in trials if t.user_attrs.get(RETRY_OF) == trial.number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.WAITING and rerun[0].system_attrs["fixed_params"] == {"x": 2.0}
-    assert rerun[0].user_attrs["purpose"] == "portfolio"
+    assert {k: rerun[0].user_attrs[k] for k in ("purpose", "race_index", "race_list")} == {
+        "purpose": "race", "race_index": 1, "race_list": "pretrained_entries"}  # the re-run is the same race entry
 
 
 def test_a_trial_whose_process_is_gone_is_stale_at_once_without_its_heartbeat(tmp_path):
