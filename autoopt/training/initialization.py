@@ -125,7 +125,7 @@ def looks_trained(model: nn.Module, at_most: int = 16) -> bool:
     """
     matrices = (p for module in model.modules() if isinstance(module, _LEARNED_MAPS)
                 for p in module.parameters(recurse=False)
-                if p.ndim >= 2 and p.requires_grad and min(p.shape[0], p[0].numel()) >= _MIN_SIDE)
+                if p.ndim >= 2 and p.requires_grad and not p.is_meta and min(p.shape[0], p[0].numel()) >= _MIN_SIDE)
     return any(spectral_spike(p) >= SPIKE_THRESHOLD for _, p in zip(range(at_most), matrices))
 
 
