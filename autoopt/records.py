@@ -156,3 +156,4 @@ class TrialRecord:
     seed: int
     purpose: str  # "search" (sampled), "screen" (defaults at low fidelity), "reevaluation" or "skipped"
     measurement: Measurement
+    race_list: str | None = None  # a race member's portfolio list ("entries", "pretrained_entries")

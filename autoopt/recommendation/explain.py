@@ -188,5 +188,9 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         names = sorted(set(group["optimizer"]) - (trained if outcome != "infeasible" else set()))
         if names:
             lines.append(f"  {outcome}: {', '.join(names)} (no configuration of theirs trained cleanly)")
+    if "pretrained_entries" in trials.attrs.get("race_lists", ()):
+        lines.append("The model's weights look already trained (fine-tuning): the race started from the "
+                     "configurations learned on fine-tuning problems (portfolio.json, pretrained_entries), "
+                     "not the general list, whose first learning rates destroy pretrained weights.")
     lines.append(target_text(trials, objective))
     return "\n".join(lines)

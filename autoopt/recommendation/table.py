@@ -39,7 +39,8 @@ def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS
     """A DataFrame of every trial; ``objective`` is its final value of the study's objective.
 
     Convergence is reaching ``target_loss`` of the best final objective (``df.attrs['target']``, in
-    the objective's units); ``df.attrs['target_loss']`` is the same target on the validation loss.
+    the objective's units); ``df.attrs['target_loss']`` is the same target on the validation loss;
+    ``df.attrs['race_lists']`` names the portfolio lists the study's race started from.
 
     >>> trials_table([]).empty
     True
@@ -83,6 +84,7 @@ def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS
     table.attrs["target_loss"] = target_loss(min(losses)) if losses else math.nan
     table.attrs["target"] = objective.score(target)
     table.attrs["objective_direction"] = objective.direction  # how best_trained_per_optimizer ranks
+    table.attrs["race_lists"] = sorted({r.race_list for r in records if r.race_list})
     return table
 
 

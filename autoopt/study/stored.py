@@ -137,6 +137,7 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
                 seed=int(t.user_attrs.get("seed", 0)),
                 purpose=str(t.user_attrs.get("purpose", "search")),
                 measurement=Measurement.from_dict(t.user_attrs["measurement"]),
+                race_list=t.user_attrs.get("race_list"),
             )
         )
     return records

@@ -55,6 +55,7 @@ def test_a_budget_of_one_run_races_from_one_epoch_and_spends_at_most_a_quarter_r
     assert rungs[0] == 1 and n > 1 and set(trials["purpose"]) == {"race"}
     assert total <= 1.25 * 9 < race_plan(n + 1, 9, first_rung=1, rate=3)[2]
     assert report.cost == pytest.approx(total / 9) and (trials["outcome"] == "completed").sum() == 1
+    assert "look already trained" not in report.recommendation.explanation  # a fresh model races the general list
     assert sorted(trials["epochs"].value_counts().items()) == sorted(
         (rung, alive - after) for rung, alive, after in zip(rungs, sizes, [*sizes[1:], 0]) if alive > after)
 
@@ -79,6 +80,7 @@ def test_a_pretrained_model_races_the_list_learned_on_fine_tuning_problems_below
     raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
     assert len(raced) > 1 and raced == [(c.optimizer, c.lr) for c in fine_tuning[:len(raced)]]
     assert {t.user_attrs["race_list"] for t in report.study.trials} == {"pretrained_entries"}
+    assert "weights look already trained" in report.recommendation.explanation
     report = autoopt.tune(model, blobs, epochs=9, budget=2.5, **FAST)  # halving: the general list
     raced = list(zip(report.trials["optimizer"], report.trials["lr"]))
     assert raced == [(c.optimizer, c.lr) for c in portfolio_candidates(specs)[:len(raced)]]
