@@ -65,8 +65,9 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
     runner = StudyRunner(study, specs, setup, config, tracker, workers, progress, deadline, fused and workers is None)
     try:
         if not study.trials and config.total_budget is not None and config.total_budget < RACE_BELOW:
-            first_rung, race_epochs = race_shape(config.total_budget - config.reevaluation_cost, config.epochs)
-            pool = race_pool(config.total_budget, looks_trained(setup.template))
+            race_budget = config.total_budget - config.reevaluation_cost
+            first_rung, race_epochs = race_shape(race_budget, config.epochs)
+            pool = race_pool(race_budget, looks_trained(setup.template))  # the list goes with the race's shape
             run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung, pool=pool)
         runner.run_queued("race")  # members of a race that a killed process left queued
         runner.run_queued(None)  # re-runs of killed or interrupted trials, then anything else left queued
