@@ -383,6 +383,8 @@ def pool_of(pool: str, grid: Grid, ctx: Context, r0: int) -> list[Config]:
         return looked_up_portfolio(ctx, grid, "task", w)
     if pool == "pretrained":  # a model whose weights are already trained races a list learned on such problems
         return pretrained_portfolio(ctx) if is_pretrained(grid) else ctx.portfolio
+    if pool.startswith("pretrained+"):  # the same, and the others a list looked up by another pool ("pretrained+task3")
+        return pretrained_portfolio(ctx) if is_pretrained(grid) else pool_of(pool.split("+", 1)[1], grid, ctx, r0)
     raise ValueError(pool)
 
 
