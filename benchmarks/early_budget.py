@@ -252,9 +252,15 @@ def _meta(name: str) -> dict[str, Any]:
 
 def looked_up_portfolio(ctx: Context, grid: Grid, feature: str, w: float, size: int = PORTFOLIO_SIZE) -> list[Config]:
     """A portfolio learned on the training grids with those sharing ``grid``'s feature weighted ``w``
-    times (w = inf: those first, the others only to break their ties); feature: "kind" or "task"."""
-    of = kind_of if feature == "kind" else task_of
-    value = of(grid)
+    times (w = inf: those first, the others only to break their ties); feature: "kind", "task" or
+    "pretrained"."""
+    return portfolio_for(ctx, feature, FEATURES[feature](grid), w, size)
+
+
+def portfolio_for(ctx: Context, feature: str, value: Any, w: float, size: int = PORTFOLIO_SIZE) -> list[Config]:
+    """``looked_up_portfolio`` for the training grids whose ``feature`` is ``value`` (the whole
+    portfolio where none is)."""
+    of = FEATURES[feature]
 
     def make() -> list[Config]:
         same = [of(g) == value for g in ctx.train]
@@ -398,11 +404,10 @@ def pretrained_portfolio(ctx: Context, size: int = PORTFOLIO_SIZE) -> list[Confi
     """The portfolio learned on the training folds' fine-tuning problems (the other problems only break
     its ties: once every fine-tuning problem is covered, the entries go on as for the rest); the whole
     portfolio where the training folds hold none."""
-    def make() -> list[Config]:
-        same = [is_pretrained(g) for g in ctx.train]
-        return weighted_greedy(ctx.train, size, [1e6 if s else 1.0 for s in same]) if any(same) else ctx.portfolio
+    return portfolio_for(ctx, "pretrained", True, INF, size)
 
-    return ctx.get(("pretrained_portfolio", size), make)
+
+FEATURES: dict[str, Callable[[Grid], Any]] = {"kind": kind_of, "task": task_of, "pretrained": is_pretrained}
 
 
 SHIFTS = (0, -1, -2, 1, 2)  # ties: the smaller move

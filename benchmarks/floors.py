@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, TEST  # noqa: E402
-GRID_FLOOR = "exhaustive_grid"  # compare.py's row of the grid's own choice
+from compare import GRID_FLOOR  # noqa: E402  (the row of the grid's own choice)
 from simulate import Grid  # noqa: E402
 
 RESULT = Path(__file__).resolve().parent / "results" / "compare-test.json"
@@ -66,8 +66,9 @@ def main() -> int:
 
 def race_oracle(cvs: tuple[int, ...] = (4, 6, 8)) -> None:
     """Item 4 of the module doc, printed per list and averaged over splits."""
-    from early_budget import contexts, load_grids, plan, pool_of
-    from autoopt.search.race import RACE_RATE as RATE, SHORT_ALLOWANCE as ALLOWANCE
+    from early_budget import contexts, load_grids, pool_of
+
+    from autoopt.search.race import largest_race, race_shape
 
     grids = load_grids(list(DEV))
     for pool in ("portfolio", "pretrained"):
@@ -77,9 +78,8 @@ def race_oracle(cvs: tuple[int, ...] = (4, 6, 8)) -> None:
             per_own, per_best = [], []
             for name, grid in grids.items():
                 entries = pool_of(pool, grid, ctxs[name], 1)
-                n = 1
-                while n < len(entries) and plan(n + 1, grid.epochs, 1, RATE)[2] <= (1 + ALLOWANCE) * grid.epochs + 1e-9:
-                    n += 1
+                first_rung, room = race_shape(1, grid.epochs)  # the race of a 1-run study, as autoopt runs it
+                n = largest_race(grid.epochs, room, first_rung, len(entries))
                 sizes.append(n)
                 a, b = [], []
                 for seed in (0, 1):

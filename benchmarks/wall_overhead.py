@@ -77,13 +77,12 @@ class Timers:
         self.captured: dict[str, Any] = {}
 
     @contextlib.contextmanager
-    def wrap(self, module: Any, attr: str, name: str, mark: bool = False, snapshot: str | None = None):
-        """``snapshot``: also count, as ``name + "_" + snapshot``, the time another timer ran inside this one."""
+    def wrap(self, module: Any, attr: str, name: str, mark: bool = False):
+        """Count the seconds spent in ``module.attr`` as ``name``; ``mark``: keep its start and end too."""
         original = getattr(module, attr)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
-            inner = self.seconds[snapshot] if snapshot else 0.0
             if mark:
                 self.marks[f"{name}_start"] = start
             try:
@@ -91,8 +90,6 @@ class Timers:
             finally:
                 end = time.perf_counter()
                 self.seconds[name] += end - start
-                if snapshot:
-                    self.seconds[f"{name}_{snapshot}"] += self.seconds[snapshot] - inner
                 if mark:
                     self.marks[f"{name}_end"] = end
 

@@ -52,6 +52,21 @@ def mlp(inputs: int, outputs: int, seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(inputs, 16), torch.nn.Tanh(), torch.nn.Linear(16, outputs))
 
 
+def trained_mlp(blobs, steps: int = 30) -> torch.nn.Module:
+    """A 4-32-32-3 MLP after ``steps`` Adam steps on ``blobs``: pretrained weights, whose 32x32 matrix
+    (index 2) has a spectral spike (``training/initialization.py``); ``steps=0``: its fresh draw."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 3))
+    X, y = torch.as_tensor(blobs[0]), torch.as_tensor(blobs[1])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    return model
+
+
 def poll(condition, timeout: float, interval: float = 0.05):
     """condition()'s first truthy value within ``timeout`` seconds, else its last value."""
     deadline = time.monotonic() + timeout

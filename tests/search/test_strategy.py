@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import mlp
+from conftest import mlp, trained_mlp
 
 import autoopt
 from autoopt.objective import VAL_LOSS
@@ -61,18 +61,7 @@ def test_a_budget_of_one_run_races_from_one_epoch_and_spends_at_most_a_quarter_r
 
 
 def test_a_pretrained_model_races_the_list_learned_on_fine_tuning_problems_below_two_runs(blobs):
-    from torch import nn
-
-    import torch
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
-    X, y = torch.as_tensor(blobs[0]), torch.as_tensor(blobs[1])
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(30):  # pretrained: its matrices have spectral spikes (training/initialization.py)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
-        opt.step()
+    model = trained_mlp(blobs)  # pretrained: its matrices have spectral spikes (training/initialization.py)
     specs = resolve_specs(None)
     fine_tuning = portfolio_candidates(specs, "pretrained_entries")
     assert fine_tuning[:3] != portfolio_candidates(specs)[:3]

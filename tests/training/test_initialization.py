@@ -3,10 +3,10 @@ weights are told from any fresh draw by their spectrum."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 import pytest
+import torch
+from conftest import trained_mlp
+from torch import nn
 
 from autoopt.training.initialization import looks_freshly_initialized, looks_trained, spectral_spike
 from autoopt.training.intake import prepare_data
@@ -82,15 +82,8 @@ def test_no_fresh_draw_looks_trained_whatever_its_initializer(name):
 
 
 def test_a_few_steps_of_training_make_weights_look_trained(blobs):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
-    before = spectral_spike(model[2].weight)
-    X, y = torch.as_tensor(blobs[0]), torch.as_tensor(blobs[1])
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(30):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
-        opt.step()
+    before = spectral_spike(trained_mlp(blobs, steps=0)[2].weight)
+    model = trained_mlp(blobs)
     assert before < 1.0 < 1.2 < spectral_spike(model[2].weight)
     assert looks_trained(model)
     model[2].weight.requires_grad_(False)  # a frozen layer is not what the study fine-tunes
