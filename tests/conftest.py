@@ -102,9 +102,8 @@ def fresh_postgres():
     with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    from autoopt.study import storage as storages
+    from autoopt.study.storage import close_connections
 
-    for engine in storages._ENGINES.values():
-        engine.dispose()
+    close_connections()
     with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as connection:
         connection.execute(f"DROP DATABASE {name} WITH (FORCE)")

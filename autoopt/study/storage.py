@@ -76,10 +76,49 @@ def open_storage(storage: str | Path | optuna.storages.BaseStorage | None) -> An
         if isinstance(storage, str):
             # Optuna's heartbeat: a thread per running trial; a trial that stops beating is failed by
             # the next trial of any process and re-queued once (recover_stale_trials)
-            return _open_rdb(storage)
+            return _server_storage(storage) if _sqlite_path(storage) is None else _open_rdb(storage)
         return storage
     except OSError as exc:
         raise ValueError(f"storage={str(storage)!r} cannot be opened: {exc}.") from None
+
+
+#: One storage per database server URL (and heartbeat interval) in a process. A storage holds a pool
+#: of connections until it is garbage-collected, so one opened per call (a progress poll, a report read
+#: back, a second ``tune``) piles up idle connections until the server refuses new clients ("too many
+#: clients already"). MLflow keeps one store per tracking URI the same way.
+_SERVER_STORAGES: dict[tuple[str, int], optuna.storages.RDBStorage] = {}
+_SERVER_STORAGES_LOCK = threading.Lock()
+
+
+def _server_storage(url: str) -> optuna.storages.RDBStorage:
+    key = (url, heartbeat_seconds())
+    with _SERVER_STORAGES_LOCK:
+        if key not in _SERVER_STORAGES:
+            _SERVER_STORAGES[key] = _open_rdb(url)
+        return _SERVER_STORAGES[key]
+
+
+def close_connections() -> None:
+    """Close every pooled database connection this process holds (the storages of ``open_storage`` and
+    the advisory-lock engines); they reconnect on their next use. For a caller about to drop a database.
+
+    >>> close_connections()
+    """
+    with _SERVER_STORAGES_LOCK:
+        for storage in _SERVER_STORAGES.values():
+            storage.engine.dispose()
+    for engine in list(_ENGINES.values()):
+        engine.dispose()
+
+
+def _forget_inherited_connections() -> None:
+    """In a forked child: the parent's pooled connections are the parent's (SQLAlchemy's recipe for
+    fork, ``dispose(close=False)``): closing them here would close them under the parent."""
+    for storage in _SERVER_STORAGES.values():
+        storage.engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 #: Attempts at opening a database whose schema another process may be creating at the same moment.

@@ -88,3 +88,35 @@ def test_a_trial_whose_process_is_gone_is_stale_at_once_without_its_heartbeat(tm
     assert stale_trials(study) == []
     ended.wait()  # ...and has ended: known at once, long before its heartbeat's grace period
     assert [t.number for t in stale_trials(study)] == [theirs.number]
+
+
+def _count_trials(storage: str, out) -> None:
+    out.put(len(optuna.load_study(study_name="s", storage=open_storage(storage)).get_trials()))
+
+
+def test_a_database_server_is_opened_once_per_process_so_its_connections_stay_few(fresh_postgres):
+    """Each ``open_storage(url)`` used to make a new connection pool that lived until garbage collection:
+    the resume test polling its study held 40 idle connections, and CI's server refused clients ("too
+    many clients already"). A forked child opens the parent's storage on connections of its own."""
+    import multiprocessing
+
+    import psycopg
+
+    first = open_storage(fresh_postgres)
+    optuna.create_study(study_name="s", storage=first).enqueue_trial({})
+    for _ in range(30):
+        assert len(optuna.load_study(study_name="s", storage=open_storage(fresh_postgres)).get_trials()) == 1
+    assert open_storage(fresh_postgres) is first
+    database = fresh_postgres.rsplit("/", 1)[1]
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres") as connection:
+        (held,) = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                     (database,)).fetchone()
+    assert 1 <= held <= 5  # one pool (SQLAlchemy's pool_size), not one per open
+
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_count_trials, args=(fresh_postgres, out))
+    child.start()
+    child.join(timeout=60)
+    assert (child.exitcode, out.get(timeout=5)) == (0, 1)
+    assert len(optuna.load_study(study_name="s", storage=open_storage(fresh_postgres)).get_trials()) == 1
