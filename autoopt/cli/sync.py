@@ -4,7 +4,9 @@ The storage holds every trial's full measurement, so anything MLflow missed (the
 mid-study, a run was half written) can be written later, with the training's own start and end
 times. It is the tracker's end-of-study reconciliation run on its own: idempotent, so a second sync
 writes nothing (no run, metric, tag or file, and the parent run's end time stays), and the next
-``tune()`` of the same study does the same automatically.
+``tune()`` of the same study does the same automatically. Run it once the study's processes have
+ended: it takes every half-written run as abandoned and rewrites it (a study's own summaries leave a
+run another process may still finish alone).
 
 >>> # sync_study("digits", "sqlite:///digits.db")  # -> SyncResult(created=13, rewritten=2, ...)
 """
@@ -54,7 +56,7 @@ def sync_study(study_name: str, storage: str, *, tracking_uri: str | None = None
     if tracker.parent_run_id != parent_run_id:  # recorded nowhere, or in a store that lost it: now here
         stored.save_tracking(study, tracker.tracking_uri, tracker.parent_run_id)
     times = trial_times(study)
-    tracker.log_summary(rec, trials, records, times, dead_trials(study))
+    tracker.log_summary(rec, trials, records, times, dead_trials(study), settled=True)
     # a parent left running (its process lost the server) ends when the study's last trial did, not now;
     # one that ended keeps its status and end time: a sync writes only what is missing
     tracker.close("FINISHED", end_study=tracker.parent_status == "RUNNING",

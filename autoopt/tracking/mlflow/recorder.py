@@ -6,7 +6,8 @@ The study's process (``tracker.py``) sends what happens; this writes it, in orde
   ``flush_seconds``, one epoch behind, so a diverging epoch is never sent) or when it ends: a short
   trial costs three calls in all.
 - ``summary`` reconciles MLflow with the Optuna storage's records: every trained trial gets exactly
-  one complete child run (missing ones are written, half-written ones rewritten), the run that stands
+  one complete child run (missing ones are written, half-written ones rewritten; a run another process
+  may still be writing is left to it, and no run is deleted before its trial has a complete one), the run that stands
   for each optimizer (``compared.py``: the recommended run for the chosen one) and the recommended runs
   are tagged, the recommended run named so (stale tags and names undone), the experiment gets the
   study's comparison view (``links.py``) and the parent the recommendation and the link to that view.
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
 __all__ = ["StudyRecorder"]
 
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limits
+#: Milliseconds after its trial ended that a run still RUNNING is taken as abandoned (its writer lost the
+#: server or died) rather than still being written: a recorder writes a trial's end at once, and one call
+#: takes at most two tries of ``call_timeout`` (10 s).
+STALE_RUN_MS = 120_000
+
 _REC_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "seconds_to_target", "epochs_to_target",
                 "optimizer_state_bytes", "peak_memory_bytes")
 
@@ -100,6 +106,7 @@ class StudyRecorder:
         self._live: dict[int, _Live] = {}
         self._child_tags: dict[str, dict[str, str]] = {}
         self._parent_tags: dict[str, str] = {}  # the parent run's tags as the summary found them
+        self._abandoned: set[str] = set()  # runs this recorder created and could not finish
 
     def handle(self, method: str, args: Sequence[Any]) -> None:
         """Run one message; whatever it raises is counted and reported, and the next one runs."""
@@ -153,6 +160,7 @@ class StudyRecorder:
         if live.run_id is None:  # the same start a backfilled run gets
             live.start_ms = runs.training_start_ms(record.measurement, end_ms, live.start_ms)
         if live.failed:
+            self._abandon(live)
             return  # the summary (or a sync) writes this trial's run from the storage
         if live.run_id is None:  # a short trial: its whole run in three calls, as a backfill writes it
             child = runs.child_run(record, self.study_name, self.parent_run_id, live.start_ms, end_ms)
@@ -162,19 +170,26 @@ class StudyRecorder:
         metrics = runs.metrics_of_epochs(runs.logged_epochs(m)[live.sent:], live.start_ms)
         metrics += [(k, v, end_ms, 0) for k, v in runs.summary_metrics(m).items()]
         tags = [RunTag(k, v) for k, v in runs.end_tags(record).items()]
-        if self.calls.attempt(self._write, live.run_id, [Metric(*x) for x in metrics], tags=tags) is not FAILED:
-            self.calls.attempt(self._client.set_terminated, live.run_id, runs.run_status(m.outcome), end_ms)
+        if (self.calls.attempt(self._write, live.run_id, [Metric(*x) for x in metrics], tags=tags) is FAILED
+                or self.calls.attempt(self._client.set_terminated, live.run_id, runs.run_status(m.outcome),
+                                      end_ms) is FAILED):
+            self._abandon(live)
+
+    def _abandon(self, live: _Live) -> None:
+        if live.run_id is not None:
+            self._abandoned.add(live.run_id)
 
     def summary(self, rec: Recommendation | None, trials: pd.DataFrame, records: list[TrialRecord],
-                times: dict[int, tuple[int, int]], killed: list[int]) -> None:
+                times: dict[int, tuple[int, int]], killed: list[int], settled: bool = False) -> None:
         """Reconcile every trial's run with ``records``, tag the best and the recommended runs, write
-        the recommendation on the parent; tell the study; then draw and attach the files."""
+        the recommendation on the parent; tell the study; then draw and attach the files. ``settled``:
+        no other process is writing this study's runs (a sync), so every half-written run is abandoned."""
         calls = self.calls
         try:
             if not calls.recheck():
                 calls.unsent += 1
                 return
-            run_ids = calls.attempt(self._reconcile, records, times, killed)
+            run_ids = calls.attempt(self._reconcile, records, times, killed, settled)
             if run_ids is FAILED:
                 return
             shown = compared_trials(trials, rec)
@@ -245,9 +260,16 @@ class StudyRecorder:
                 return found
 
     def _reconcile(self, records: list[TrialRecord], times: dict[int, tuple[int, int]],
-                   killed: Sequence[int] = ()) -> dict[int, str]:
+                   killed: Sequence[int] = (), settled: bool = False) -> dict[int, str]:
         """Exactly one complete child run per trained trial, and the runs of trials whose process
-        died closed as KILLED (their re-runs are trials of their own); returns trial number -> run id."""
+        died closed as KILLED (their re-runs are trials of their own); returns trial number -> run id.
+
+        Several processes reconcile one study (workers, each at its end), each while the others'
+        recorders may be writing. So a run that may still be being written is never deleted, a trial
+        gets a new run only when none of its runs can still be finished, and a run is deleted only once
+        its trial has a complete one: the complete run with the smallest id, which every process keeps,
+        so a trial can never lose all its runs (two summaries deleting each other's half-written
+        replacements once left a trial with none)."""
         by_number: dict[int, list[Run]] = {}
         self._child_tags = {}  # run id -> tags, for _tag_comparison (one search for both)
         for run in self._children():
@@ -266,25 +288,36 @@ class StudyRecorder:
             if not runs.trained(record):
                 continue
             found = by_number.get(record.number, [])
+            abandoned = {r.info.run_id for r in found if not _complete(r)
+                         and self._is_abandoned(r, times.get(record.number), settled)}
             complete = [r for r in found if _complete(r)]
-            keep = min(complete, key=lambda r: r.info.run_id) if complete else None  # every process keeps the same
-            for run in found:
-                if run is not keep:  # half-written (the server went away) or a duplicate
+            if complete:  # every process keeps the same one
+                ids[record.number] = min(complete, key=lambda r: r.info.run_id).info.run_id
+            elif len(abandoned) < len(found):
+                continue  # another process is finishing this trial's run; its own summary reconciles it
+            else:
+                start_ms, end_ms = times.get(record.number, (None, None))
+                end_ms = end_ms or _now_ms()
+                start_ms = runs.training_start_ms(record.measurement, end_ms, start_ms or end_ms)
+                ids[record.number] = self._write_child(runs.child_run(record, self.study_name, self.parent_run_id,
+                                                                      start_ms, end_ms))
+                created += not found
+                rewritten += bool(found)
+            for run in found:  # duplicates, and half-written runs nobody will finish
+                if run.info.run_id != ids[record.number] and (_complete(run) or run.info.run_id in abandoned):
                     self._client.delete_run(run.info.run_id)
-            if keep is not None:
-                ids[record.number] = keep.info.run_id
-                continue
-            start_ms, end_ms = times.get(record.number, (None, None))
-            end_ms = end_ms or _now_ms()
-            start_ms = runs.training_start_ms(record.measurement, end_ms, start_ms or end_ms)
-            ids[record.number] = self._write_child(runs.child_run(record, self.study_name, self.parent_run_id,
-                                                                  start_ms, end_ms))
-            created += not found
-            rewritten += bool(found)
         if created or rewritten:  # another process may have written the same trials meanwhile
             ids.update(self._one_run_per_trial(set(ids)))
         self.synced = {"created": created, "rewritten": rewritten}
         return ids
+
+    def _is_abandoned(self, run: Run, trial_times: tuple[int, int] | None, settled: bool) -> bool:
+        """Whether a run that is not complete will never be finished by its writer: this recorder gave it
+        up, or it is ended without an outcome, or no process is writing (``settled``), or its trial ended
+        (or has no end in the storage) more than STALE_RUN_MS ago."""
+        if settled or run.info.run_id in self._abandoned or run.info.status != "RUNNING":
+            return True
+        return trial_times is None or _now_ms() - trial_times[1] > STALE_RUN_MS
 
     def _one_run_per_trial(self, numbers: set[int]) -> dict[int, str]:
         """Where two processes each wrote a trial's run at once (their summaries raced, or one's while the

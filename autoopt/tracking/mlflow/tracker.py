@@ -183,12 +183,14 @@ class MlflowTracker:
 
     def log_summary(self, recommendation: Recommendation | None, trials: pd.DataFrame,
                     records: Sequence[TrialRecord] = (), times: Mapping[int, tuple[int, int]] | None = None,
-                    killed: Sequence[int] = ()) -> None:
+                    killed: Sequence[int] = (), settled: bool = False) -> None:
         """Reconcile every trial's run with ``records`` (the Optuna storage's), tag the best and the
         recommended runs, write the recommendation on the parent; then, in the background, the files.
-        ``killed``: trials whose process died mid-trial; a run of theirs still RUNNING ends as KILLED."""
+        ``killed``: trials whose process died mid-trial; a run of theirs still RUNNING ends as KILLED.
+        ``settled``: no process is writing the study's runs any more (``autoopt sync``), so a run left
+        half-written is rewritten at once rather than left to a writer that may still finish it."""
         self._summary_queued = self._accepting
-        self._send("summary", recommendation, trials, list(records), dict(times or {}), list(killed))
+        self._send("summary", recommendation, trials, list(records), dict(times or {}), list(killed), settled)
 
     def close(self, status: str = "FINISHED", end_study: bool = True, end_ms: int | None = None) -> None:
         """Return once the trials and the summary are recorded (the charts may still be uploading);
