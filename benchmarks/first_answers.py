@@ -42,10 +42,12 @@ RACE_MAX = 27
 
 def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0, pool: str = "portfolio",
           first_rung: int | None = None, allowance: float = 0.0, refine_after: int = 8, line_first: int = 1,
-          rule: str = "smooth") -> tuple[Config | None, float]:
-    """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings."""
+          rule: str = "smooth", shade: bool = False) -> tuple[Config | None, float]:
+    """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings; ``shade``:
+    a race winner whose curve turned up is recommended a step lower (``recommendation/shading.py``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
+    raced = False
     if budget < race_below:
         entries = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
 
@@ -59,12 +61,27 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: flo
         if n >= 2:
             sizes, rungs, _ = race_plan(n)
             alive = list(entries[:n])
+            raced = True
             for size, epoch in zip(sizes, rungs):
                 scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])),
                                 key=lambda t: (t[0], t[1]))
                 alive = [c for _, _, c in scored]
     _portfolio_and_line_search(rep, ctx.portfolio, refine_after, line_first)
-    return choose(rep, rule), rep.tre()
+    chosen = choose(rep, rule)
+    if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
+        chosen = shaded(grid, seed, chosen)
+    return chosen, rep.tre()
+
+
+def shaded(grid: Grid, seed: int, config: Config) -> Config:
+    """autoopt's shading: one grid step (the line search's) lower when the run's curve turned up."""
+    from autoopt.recommendation.shading import shade_lr
+
+    run = grid.runs.get((config[0], config[1], seed))
+    lower = (config[0], config[1] - 1)
+    if run is None or None in run["curve"] or not shade_lr(run["curve"]) or not in_range(lower):
+        return config
+    return lower
 
 
 def _halving(n: int, epochs: int) -> tuple[list[int], list[int], int]:
@@ -117,12 +134,14 @@ def _line_search(rep: Replay, first: int) -> None:
 
 
 TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance": 0.0, "line_first": 1}
+#: What autoopt ships, with and without the shading of an overfitting race winner (the last decision).
+SHIPPED = {"race_below": 3.0, "pool": "pretrained", "first_rung": 1, "allowance": 0.25, "line_first": 1}
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
            "line_first": (1, -1)}
 
 
 def variants() -> list[dict[str, Any]]:
-    out = [dict(TODAY)]
+    out = [dict(TODAY), {**TODAY, "shade": True}, {**SHIPPED, "shade": True}]
     for pool, rung, floor, below, first in itertools.product(*CHOICES.values()):
         out.append({"pool": pool, "first_rung": rung, "allowance": floor, "race_below": below, "line_first": first})
     return out
@@ -131,6 +150,9 @@ def variants() -> list[dict[str, Any]]:
 def label(v: dict[str, Any]) -> str:
     if v == TODAY:
         return "today (autoopt as it was)"
+    if v.get("shade"):
+        unshaded = {k: x for k, x in v.items() if k != "shade"}
+        return ("today" if unshaded == TODAY else label(unshaded)) + ", shaded"
     return (f"race<{v['race_below']:g} {v['pool']:<9} rung {v['first_rung']} +{v['allowance']:.2f} "
             f"line {'down' if v['line_first'] < 0 else 'up'} first")
 

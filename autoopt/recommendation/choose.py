@@ -15,6 +15,9 @@ development problems, judged on the grid seed that the search did not see (``ben
 (paired over 24 problems: -8.0% +- 4.7% and -5.7% +- 4.2%), and changed nothing at 5 TRE or less,
 where no neighbours are trained.
 
+A race's winner (a study of under 3 runs) whose validation loss turned up in the last third of its run
+is recommended one learning-rate step lower (``shading.py``, and why).
+
 What the policies call "loss" is the study's objective (``objective=``): the validation loss unless it
 says otherwise, compared as a score where lower is better (``Objective.score``), so that a maximized
 objective such as ``"val_accuracy"`` is weighed the same way.
@@ -39,6 +42,7 @@ from .configs import summarize_configs
 from .explain import explain, passed_over
 from .policies import Policy, check_policy, pick
 from .record import Recommendation
+from .shading import shaded_params
 
 
 def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float = 0.01,
@@ -66,9 +70,10 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     elif (configs["n_seeds"] > 1).any():
         note = " Every re-evaluated configuration failed on some seed; this one was trained on one seed only."
     chosen = pick(pool, policy, tolerance)
+    shaded = shaded_params(chosen, trials) if objective.name == VAL_LOSS.name else None
     rec = Recommendation(
         optimizer=chosen["optimizer"],
-        params=dict(chosen["params"]),
+        params=dict(shaded[0] if shaded else chosen["params"]),
         family=chosen["family"],
         val_loss=float(chosen["val_loss"]),
         val_loss_std=float(chosen["val_loss_std"]),
@@ -88,6 +93,8 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     lines = explain(rec, configs, trials, tolerance, objective).split("\n")
     passed = passed_over(pool, chosen, objective)
     lines[2:2] = [passed] if passed else []  # after the rule it was chosen by
+    if shaded:
+        lines.insert(1, shaded[1])
     rec.explanation = "\n".join(lines) + note
     settings = rec.training_settings
     if not settings.is_default:  # one line of code for each training setting the choice includes

@@ -160,3 +160,39 @@ def test_a_recommended_schedule_and_clipping_come_with_a_line_of_code_each():
     assert lines[1].startswith("scheduler = recommendation.build_scheduler(optimizer, total_steps)")
     assert lines[2].startswith("torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)")
     assert Recommendation("sgd", {"lr": 0.1}).code().count("\n") == 0  # nothing to add by default
+
+
+def _race(curves: dict[tuple[str, float], list[float]], purpose: str = "race") -> pd.DataFrame:
+    """A race's trials: the winner (the first) trained to the end, the others cut at the first epoch."""
+    rows = table(*[(opt, lr, 0, "completed", curve[-1], 1.0) for (opt, lr), curve in curves.items()])
+    rows["purpose"] = purpose
+    rows["val_curve"] = list(curves.values())
+    rows.loc[1:, "outcome"] = "eliminated"
+    return rows
+
+
+def test_a_race_winner_whose_loss_turned_up_is_recommended_one_rate_step_lower_and_says_so():
+    """An overfitting race winner (the dev fold's dropout MLP: the fastest after one epoch, its loss
+    rising from epoch 3): the same optimizer one line-search step (10^(1/3)) lower, said in the
+    explanation, with the trained run's losses."""
+    turned_up = [1.0, 0.70, 0.60, 0.62, 0.75, 0.90]
+    rec = recommend(_race({("adam", 1e-2): turned_up, ("sgd", 0.1): [1.1]}))
+    assert rec.optimizer == "adam" and rec.params["lr"] == pytest.approx(1e-2 / 10 ** (1 / 3))
+    assert rec.val_loss == 0.90 and rec.trial_numbers == [0]
+    assert "one learning-rate step lower (0.01 -> 0.00464)" in rec.explanation
+    assert "lowest 0.6 at epoch 3" in rec.explanation and "0.00464 was not trained" in rec.explanation
+    assert "lr=0.00464" in rec.code()
+
+
+@pytest.mark.parametrize("case", ["still falling", "not a race", "two seeds", "below the range", "another full run"])
+def test_a_winner_is_shaded_only_when_a_race_chose_it_on_one_seed_and_its_loss_turned_up(case):
+    curve = [1.0, 0.70, 0.60, 0.62, 0.75, 0.90]
+    lr = {"below the range": 1.5e-5}.get(case, 1e-2)  # adam's registered range starts at 1e-5
+    rows = _race({("adam", lr): [1.0, 0.7, 0.6, 0.55, 0.52, 0.5] if case == "still falling" else curve,
+                  ("sgd", 0.1): [1.1]}, purpose="search" if case == "not a race" else "race")
+    if case == "two seeds":
+        rows = pd.concat([rows, rows.iloc[[0]].assign(number=2, seed=1)], ignore_index=True)
+    if case == "another full run":  # a portfolio entry trained to the end after the race
+        rows.loc[1, ["outcome", "purpose", "final_val_loss"]] = ["completed", "portfolio", 1.0]
+    rec = recommend(rows)
+    assert rec.optimizer == "adam" and rec.params["lr"] == lr and "step lower" not in rec.explanation
