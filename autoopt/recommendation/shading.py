@@ -11,9 +11,9 @@ On the development fold (``benchmarks/first_answers.py``, mean regret on the gri
 not see, leave-fold-out, averaged over 4/6/8 folds; paired differences over 33 problems): 1 TRE 41.5%
 -> 35.9% (-5.6 +- 2.9 points, 15 problems better, 3 worse), 1.5 TRE 51.3% -> 42.8% (-8.5 +- 5.9),
 2 TRE 31.9% -> 27.7% (-4.2 +- 2.1, 12 better, 5 worse), 2.5 TRE 42.2% -> 34.3% (-7.9 +- 4.2). From
-3 TRE the portfolio's entries are trained to the end and compared there; shading the chosen one made
-things worse (+1 to +7 points), and the rule does not apply (a winner trained on several seeds, or
-chosen among full runs, is not a race's).
+3 TRE the portfolio's entries are trained to the end and compared there; shading whatever was chosen
+made things worse there (+1 to +7 points at 3 TRE, in a replay not kept), and the rule does not apply
+(a winner trained on several seeds, or chosen among full runs, is not a race's).
 
 The recommendation keeps the trained run's measurements (the shaded rate itself was not trained) and
 its explanation says so.
