@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -218,3 +219,26 @@ def test_every_trial_carries_a_one_line_summary_beside_its_full_record(blobs):
         summary, full = trial.user_attrs["summary"], trial.user_attrs["measurement"]
         assert summary.startswith(f"{full['outcome']} after {len(full['epochs'])} epochs")
         assert f"{full['epochs'][-1]['val_loss']:.4g}" in summary and "\n" not in summary and len(summary) < 200
+
+
+def test_a_one_run_study_of_a_model_that_overfits_shades_the_race_winner_a_rate_step_lower():
+    """Pure-noise targets: every rate's validation loss rises once the model starts fitting the noise,
+    the fastest's soonest. The race's winner, trained to the end, turned up; the recommendation is its
+    optimizer one line-search step lower, said in the explanation (``recommendation/shading.py``)."""
+    from autoopt.recommendation.shading import shade_lr
+
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=(64, 1)).astype(np.float32))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 1))
+    report = autoopt.tune(model, data, budget=1, epochs=9, batch_size=16, tracking=False, verbose=False)
+    full = report.trials[report.trials["outcome"] == "completed"]
+    assert len(full) == 1 and full["purpose"].iloc[0] == "race"  # one run to the end, a race's winner
+    winner = full.iloc[0]
+    assert shade_lr(winner["val_curve"])
+    rec = report.recommendation
+    assert rec.optimizer == winner["optimizer"] and rec.trial_numbers == [int(winner["number"])]
+    assert rec.params["lr"] == pytest.approx(winner["lr"] / 10 ** (1 / 3), rel=1e-5)
+    assert rec.val_loss == pytest.approx(winner["final_val_loss"])  # the trained run's, as said
+    assert "one learning-rate step lower" in rec.explanation and "was not trained" in rec.explanation

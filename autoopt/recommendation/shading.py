@@ -67,15 +67,16 @@ def shaded_params(chosen: pd.Series, trials: pd.DataFrame) -> tuple[dict[str, An
     if (trials["outcome"] == "completed").sum() != 1:
         return None  # other configurations were trained to the end too: chosen among full runs, not by a race
     curve = list(runs["val_curve"].iloc[0] or [])
-    if not shade_lr(curve) or not _within_range(chosen["optimizer"], lr / NEIGHBOUR_STEP):
+    lower = float(f"{lr / NEIGHBOUR_STEP:.6g}")  # 0.001, not 0.0010000000000000002, in the pasted code
+    if not shade_lr(curve) or not _within_range(chosen["optimizer"], lower):
         return None
     low = min(range(len(curve)), key=curve.__getitem__)
-    line = (f"The race's winner is recommended one learning-rate step lower ({lr:.3g} -> {lr / NEIGHBOUR_STEP:.3g}): "
+    line = (f"The race's winner is recommended one learning-rate step lower ({lr:.3g} -> {lower:.3g}): "
             f"its validation loss turned up in the last third of its run (lowest {curve[low]:.4g} at epoch {low + 1}, "
             f"{curve[-1]:.4g} at the end), what a rate too high for this many epochs does, and a race that judges "
-            f"after a few epochs favours fast rates. The losses shown are the run at {lr:.3g}; {lr / NEIGHBOUR_STEP:.3g} "
+            f"after a few epochs favours fast rates. The losses shown are the run at {lr:.3g}; {lower:.3g} "
             "was not trained.")
-    return {**chosen["params"], "lr": lr / NEIGHBOUR_STEP}, line
+    return {**chosen["params"], "lr": lower}, line
 
 
 def _within_range(optimizer: str, lr: float) -> bool:
