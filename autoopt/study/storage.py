@@ -256,7 +256,8 @@ def dead_trials(study: optuna.Study) -> list[int]:
 
 def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     params = dict(trial.system_attrs.get("fixed_params") or trial.params)
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("purpose", "seed", "key", "portfolio_index", "race_index", "race_list")}
+    kept = ("purpose", "seed", "key", "portfolio_index", "race_index", "race_list")
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in kept}
     return enqueue_once(study, f"retry:{trial.number}", params, {**attrs, RETRY_OF: trial.number})
 
 
