@@ -2,9 +2,10 @@
 
 ``open_storage`` turns a URL, ``journal:PATH`` or a journal file into an Optuna storage (with
 Optuna's heartbeat on RDB storages; ``trial_heartbeat`` keeps the equivalent on journal files, and
-on RDB storages for trials taken with ``study.ask()``); processes opening a new database at once all
-join it, and on sqlite a queued trial is taken by one process only (``SqliteStorage``). Each running trial names its process (host,
-pid and the process's start time). A trial died with its process when that process is gone (same
+on RDB storages for trials taken with ``study.ask()``), one per database server URL in a process;
+processes opening a new database at once all join it, and on sqlite a queued trial is taken by one
+process only (``SqliteStorage``). Each running trial names its process (host, pid and the process's
+start time). A trial died with its process when that process is gone (same
 host) or its heartbeat stopped (any host), or ended "interrupted" (Ctrl-C): ``recover_stale_trials``
 marks it failed and queues it again, once. ``storage_lock`` serializes what must happen once per study
 whichever process gets there first (a PostgreSQL advisory lock, a file lock beside a sqlite or journal
