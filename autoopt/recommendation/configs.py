@@ -97,7 +97,7 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
     """
     if configs.empty:
         return pd.Series(dtype=float)
-    rows = [(_lr_of(row["params"]), _lineage(row), float(row["score"]), bool(row["ok"])) for _, row in configs.iterrows()]
+    rows = [(lr_of(row["params"]), _lineage(row), float(row["score"]), bool(row["ok"])) for _, row in configs.iterrows()]
     lineages: dict[tuple, list[tuple[float, float, bool]]] = {}
     for lr, lineage, score, ok in rows:
         if lr is not None:
@@ -116,7 +116,8 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=configs.index, dtype=float)
 
 
-def _lr_of(params: dict[str, Any]) -> float | None:
+def lr_of(params: dict[str, Any]) -> float | None:
+    """The configuration's learning rate, or None where it has none (or not a positive number)."""
     lr = params.get("lr")
     return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else None
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from .configs import NEIGHBOUR_STEP
+from .configs import NEIGHBOUR_STEP, lr_of
 
 #: How far the last third's mean validation loss must lie above the lowest before it: 5% on the dev fold
 #: (at 1 TRE 10% and 20% helped less, -5.3 and -3.5 points; a rise of the last epoch alone over its
@@ -58,8 +58,8 @@ def shaded_params(chosen: pd.Series, trials: pd.DataFrame) -> tuple[dict[str, An
     """The chosen configuration's params one learning-rate step down, and the explanation's line, when
     it is a race winner trained on one seed, the study's only run to the end, whose curve turned up
     (``shade_lr``); else None."""
-    lr = chosen["params"].get("lr")
-    if chosen["n_seeds"] != 1 or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+    lr = lr_of(chosen["params"])
+    if chosen["n_seeds"] != 1 or lr is None:
         return None
     runs = trials[trials["number"].isin(chosen["trial_numbers"])]
     if len(runs) != 1 or runs["purpose"].iloc[0] != RACE or "val_curve" not in runs:

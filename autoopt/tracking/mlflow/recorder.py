@@ -8,9 +8,10 @@ The study's process (``tracker.py``) sends what happens; this writes it, in orde
 - ``summary`` reconciles MLflow with the Optuna storage's records: every trained trial gets exactly
   one complete child run (missing ones are written, half-written ones rewritten; a run another
   process may still be writing is left to it, and none is deleted before its trial has a complete
-  one), the run that stands for each optimizer (``compared.py``: the recommended run for the chosen one) and the recommended runs
-  are tagged, the recommended run named so (stale tags and names undone), the experiment gets the
-  study's comparison view (``links.py``) and the parent the recommendation and the link to that view.
+  one), the run that stands for each optimizer (``compared.py``: the recommended run for the chosen
+  one) and the recommended runs are tagged, the recommended run named so (stale tags and names
+  undone), the experiment gets the study's comparison view (``links.py``) and the parent the
+  recommendation and the link to that view.
   The same code backfills after a server outage (``autoopt sync``), idempotently. Then it tells the
   study its answer is recorded, and draws and uploads the charts and files.
 
