@@ -134,7 +134,8 @@ def loss_at(run: dict[str, Any] | None, e: int) -> float:
 
 # --- choosing among finals (mechanism 4) -----------------------------------------------------------
 
-def choose(rep: Replay, rule: str = "lowest", **kw: Any) -> Config | None:
+def choose(rep: Replay, rule: str = "lowest", finals: dict[Config, float] | None = None,
+           **kw: Any) -> Config | None:
     """The recommendation among the configurations trained to the end.
 
     lowest: the lowest single-seed final loss; smooth: autoopt's ``recommend.smoothed_scores`` (half
@@ -142,8 +143,9 @@ def choose(rep: Replay, rule: str = "lowest", **kw: Any) -> Config | None:
     local: per optimizer, a Gaussian-weighted local quadratic of log loss against k (bandwidth ``h``
     grid steps) over its finals, a diverged rate counting as log(3 x the worst final); gp: a GP with an
     RBF kernel (length scale ``ell`` steps, noise sd ``tau`` in log loss) on the same points; both choose
-    by the fitted value at the trained rates. With fewer than 3 points for an optimizer, the smoothing."""
-    finals = rep.finals()
+    by the fitted value at the trained rates. With fewer than 3 points for an optimizer, the smoothing.
+    ``finals``: the losses to choose by, if not the runs' own (``rep.finals()``)."""
+    finals = rep.finals() if finals is None else finals
     if not finals:
         return None
     if rule == "lowest":

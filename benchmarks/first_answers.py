@@ -42,9 +42,10 @@ RACE_MAX = 27
 
 def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0, pool: str = "portfolio",
           first_rung: int | None = None, allowance: float = 0.0, refine_after: int = 8, line_first: int = 1,
-          rule: str = "smooth", shade: bool = False) -> tuple[Config | None, float]:
+          rule: str = "smooth", shade: bool = False, shrink: bool = False) -> tuple[Config | None, float]:
     """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings; ``shade``:
-    a race winner whose curve turned up is recommended a step lower (``recommendation/shading.py``)."""
+    a race winner whose curve turned up is recommended a step lower (``recommendation/shading.py``);
+    ``shrink``: the losses chosen by are shrunk by their curves' noise (``recommendation/shrinkage.py``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
@@ -67,7 +68,7 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: flo
                                 key=lambda t: (t[0], t[1]))
                 alive = [c for _, _, c in scored]
     _portfolio_and_line_search(rep, ctx.portfolio, refine_after, line_first)
-    chosen = choose(rep, rule)
+    chosen = choose(rep, rule, finals=shrunk(rep) if shrink else None)
     if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
         chosen = shaded(grid, seed, chosen)
     return chosen, rep.tre()
@@ -82,6 +83,17 @@ def shaded(grid: Grid, seed: int, config: Config) -> Config:
     if run is None or None in run["curve"] or not shade_lr(run["curve"]) or not in_range(lower):
         return config
     return lower
+
+
+def shrunk(rep: Replay) -> dict[Config, float]:
+    """autoopt's shrinkage: each final loss pulled toward the others' mean by its own curve's noise."""
+    from autoopt.recommendation.shrinkage import curve_noise, shrunk_scores
+
+    finals = rep.finals()
+    noise = {c: n for c in finals if (n := curve_noise(rep.run(c)["curve"][:rep.E])) is not None}
+    configs = [c for c in finals if c in noise and finals[c] > 0]
+    return {**finals, **dict(zip(configs, shrunk_scores([finals[c] for c in configs],
+                                                         [noise[c] ** 2 for c in configs])))}
 
 
 def _halving(n: int, epochs: int) -> tuple[list[int], list[int], int]:
@@ -141,7 +153,9 @@ CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "
 
 
 def variants() -> list[dict[str, Any]]:
-    out = [dict(TODAY), {**TODAY, "shade": True}, {**SHIPPED, "shade": True}]
+    out = [dict(TODAY), {**TODAY, "shade": True}, {**SHIPPED, "shade": True},
+           {**TODAY, "shrink": True}, {**TODAY, "shade": True, "shrink": True},
+           {**SHIPPED, "shade": True, "shrink": True}]
     for pool, rung, floor, below, first in itertools.product(*CHOICES.values()):
         out.append({"pool": pool, "first_rung": rung, "allowance": floor, "race_below": below, "line_first": first})
     return out
@@ -150,6 +164,9 @@ def variants() -> list[dict[str, Any]]:
 def label(v: dict[str, Any]) -> str:
     if v == TODAY:
         return "today (autoopt as it was)"
+    if v.get("shrink"):
+        unshrunk = {k: x for k, x in v.items() if k != "shrink"}
+        return ("today" if unshrunk == TODAY else label(unshrunk)) + ", shrunk"
     if v.get("shade"):
         unshaded = {k: x for k, x in v.items() if k != "shade"}
         return ("today" if unshaded == TODAY else label(unshaded)) + ", shaded"
@@ -171,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     for budget in args.budgets:
         rows = []
         for v in variants():
-            if budget >= v["race_below"] and v != TODAY and (v["pool"], v["first_rung"], v["allowance"]) != (
-                    "probe", 1, 0.0):
+            if budget >= v["race_below"] and (v.get("shade") or {**v, "shrink": False} != {**TODAY, "shrink": False}
+                                              and (v["pool"], v["first_rung"], v["allowance"]) != ("probe", 1, 0.0)):
                 continue  # no race at this budget: the settings of the race do not matter, one row stands for them
             if budget < 5 and v["line_first"] < 0:
                 continue  # no line search below 5 runs: its direction does not matter

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..objective import VAL_LOSS, Objective
+from .shrinkage import curve_noise, shrunk_scores
 
 #: Outcomes that rule a configuration out: it went wrong on a seed.
 
@@ -28,7 +29,10 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
     False if any seed ended no lower than it started; ``ok`` (what may be recommended) is both, or
     ``clean`` alone where no configuration learned.
 
-    ``score`` is the mean final objective where lower is better: what the policies weigh as loss.
+    ``score`` is the mean final objective where lower is better: what the policies weigh as loss;
+    ``noise_var`` the variance of that mean's log from its runs' own curves (``shrinkage.curve_noise``);
+    ``selection`` what the policies rank by: the score shrunk by its noise (``shrinkage.py``, for the
+    validation loss) and smoothed with its learning-rate neighbours'.
     """
     runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
     if runs.empty:
@@ -56,6 +60,7 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
             "objective": float(values.mean()) if len(values) else math.nan,
             "objective_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
             "score": float(objective.score(values.mean())) if len(values) else math.nan,
+            "noise_var": _noise_of_mean(good["val_curve"]) if "val_curve" in good else math.nan,
             "val_accuracy": float(good["final_val_accuracy"].mean()) if len(good) else math.nan,
             "epochs_to_target": float(good["epochs_to_target"].mean()) if len(good) else math.nan,
             "seconds_to_target": float(good["seconds_to_target"].mean()) if len(good) else math.nan,
@@ -70,8 +75,25 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
         # epochs asked, or rates too high for pretrained weights): the least bad of them is still an
         # answer, which the explanation flags (``choose.recommend``), rather than no answer at all.
         table["ok"] = table["clean"]
-    table["selection"] = smoothed_scores(table)
+    shrink = objective.name == VAL_LOSS.name  # the curves measure the validation loss's noise only
+    table["selection"] = smoothed_scores(table.assign(score=_shrunk(table)) if shrink else table)
     return table
+
+
+def _noise_of_mean(curves: pd.Series) -> float:
+    """The noise variance (log units) of a mean over these runs' final losses; NaN where a curve has none."""
+    noises = [curve_noise(list(c) if c is not None else []) for c in curves]
+    if not noises or any(n is None for n in noises):
+        return math.nan
+    return float(np.mean(np.square(noises))) / len(noises)
+
+
+def _shrunk(table: pd.DataFrame) -> pd.Series:
+    """``score``, shrunk by its noise where a configuration may be recommended and both are known."""
+    out = table["score"].astype(float).copy()
+    eligible = table["ok"] & np.isfinite(out) & (out > 0) & np.isfinite(table["noise_var"].astype(float))
+    out[eligible] = shrunk_scores(list(out[eligible]), list(table.loc[eligible, "noise_var"]))
+    return out
 
 
 #: A learning-rate neighbour: the same configuration at a rate this factor up or down (the line
