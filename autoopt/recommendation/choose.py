@@ -15,6 +15,10 @@ development problems, judged on the grid seed that the search did not see (``ben
 (paired over 24 problems: -8.0% +- 4.7% and -5.7% +- 4.2%), and changed nothing at 5 TRE or less,
 where no neighbours are trained.
 
+Before that smoothing, where 5 or more configurations were trained, each one's loss is shrunk toward
+the study's mean by its own noise, measured on its validation curve (``shrinkage.py``, and why): the
+lowest of many draws is most often a jumpy run's lucky one.
+
 A race's winner (a study of under 3 runs) whose validation loss turned up in the last third of its run
 is recommended one learning-rate step lower (``shading.py``, and why).
 

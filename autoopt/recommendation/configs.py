@@ -31,8 +31,9 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
 
     ``score`` is the mean final objective where lower is better: what the policies weigh as loss;
     ``noise_var`` the variance of that mean's log from its runs' own curves (``shrinkage.curve_noise``);
-    ``selection`` what the policies rank by: the score shrunk by its noise (``shrinkage.py``, for the
-    validation loss) and smoothed with its learning-rate neighbours'.
+    ``estimate`` the score shrunk by that noise (``shrinkage.py``; the score itself for another
+    objective), and ``selection``, what the policies rank by, the estimate smoothed with its
+    learning-rate neighbours'.
     """
     runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
     if runs.empty:
@@ -76,7 +77,8 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
         # answer, which the explanation flags (``choose.recommend``), rather than no answer at all.
         table["ok"] = table["clean"]
     shrink = objective.name == VAL_LOSS.name  # the curves measure the validation loss's noise only
-    table["selection"] = smoothed_scores(table.assign(score=_shrunk(table)) if shrink else table)
+    table["estimate"] = _shrunk(table) if shrink else table["score"]
+    table["selection"] = smoothed_scores(table.assign(score=table["estimate"]))
     return table
 
 

@@ -73,9 +73,10 @@ def _seeds_text(n_seeds: int) -> str:
 
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
-    """A line naming the configuration with the best unsmoothed loss when the learning-rate smoothing
-    ranked it below ``chosen`` (else ""): a user comparing runs sees that lower loss and asks why.
-    Both of its numbers and both of the choice's are labelled: own loss, and smoothed score.
+    """A line naming the configuration with the best unsmoothed loss when the choice's rule ranked it
+    below ``chosen`` (else ""): a user comparing runs sees that lower loss and asks why. The reasons
+    are named (a jumpy curve, ``estimate``; worse learning-rate neighbours, ``selection``), and both
+    of its numbers and both of the choice's are labelled: own loss, and the score ranked.
 
     >>> t = pd.DataFrame({"optimizer": ["adam"] * 2, "params": [{"lr": 0.05}, {"lr": 0.03}],
     ...                   "score": [0.09, 0.10], "selection": [0.11, 0.10], "val_loss": [0.09, 0.10]})
@@ -89,12 +90,22 @@ def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VA
         return ""
     by_loss = objective.name == VAL_LOSS.name
     what, value = ("validation loss", lowest["val_loss"]) if by_loss else (objective.name, lowest["objective"])
-    numbers = (f": its smoothed score (its own loss averaged with its neighbours', what the policy ranks) is "
-               f"{lowest['selection']:.4g}, the choice's {chosen['selection']:.4g} (own loss {chosen['val_loss']:.4g})"
-               if by_loss else "")
+    estimate = float(lowest.get("estimate", lowest["score"]))
+    jumpy = estimate > lowest["score"] * (1 + 1e-9)
+    neighbours = lowest["selection"] > estimate * (1 + 1e-9)
+    reasons = []
+    if jumpy:
+        moves = math.expm1(math.sqrt(2 * float(lowest["noise_var"]) * max(1, int(lowest["n_seeds"]))))
+        reasons.append(f"its validation loss moved about {moves:.0%} from one epoch to the next late in its run, "
+                       f"so its last value is partly luck (estimated {estimate:.4g} from the study's runs)")
+    if neighbours or not jumpy:
+        reasons.append("its learning-rate neighbours trained worse")
+    numbers = (f": its smoothed score (its own loss{', shrunk by its noise,' if jumpy else ''} averaged with "
+               f"its neighbours', what the policy ranks) is {lowest['selection']:.4g}, the choice's "
+               f"{chosen['selection']:.4g} (own loss {chosen['val_loss']:.4g})" if by_loss else "")
+    luck = "A jumpy run's low last loss" if jumpy else "A low loss between worse neighbours"
     return (f"Passed over: {lowest['optimizer']} ({format_params(lowest['params'])}) has the best single {what}, "
-            f"{value:.4g}, but its learning-rate neighbours trained worse{numbers}. A low loss between worse "
-            "neighbours is often a lucky seed.")
+            f"{value:.4g}, but {' and '.join(reasons)}{numbers}. {luck} is often a lucky seed.")
 
 
 def best_of_each_optimizer(configs: pd.DataFrame, rec: Recommendation | None) -> pd.DataFrame:
