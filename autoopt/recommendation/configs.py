@@ -91,9 +91,11 @@ def _noise_of_mean(curves: pd.Series) -> float:
 
 
 def _shrunk(table: pd.DataFrame) -> pd.Series:
-    """``score``, shrunk by its noise where a configuration may be recommended and both are known."""
+    """``score``, shrunk by its noise where both are known. Every configuration that trained cleanly
+    counts, one that never got below its starting loss too: it is not recommended, but it is part of
+    the spread of losses this model shows (the prior)."""
     out = table["score"].astype(float).copy()
-    eligible = table["ok"] & np.isfinite(out) & (out > 0) & np.isfinite(table["noise_var"].astype(float))
+    eligible = table["clean"] & np.isfinite(out) & (out > 0) & np.isfinite(table["noise_var"].astype(float))
     out[eligible] = shrunk_scores(list(out[eligible]), list(table.loc[eligible, "noise_var"]))
     return out
 
