@@ -480,9 +480,12 @@ def code_version() -> str:
 
 
 def machine() -> dict[str, Any]:
+    """What the numbers depend on; the CPU's vector capability too: the same seed's run of a model with
+    convolutions or attention takes other kernels on AVX2 than on AVX-512, and on a chaotic problem
+    (``large_rescnn_shapes``) ends elsewhere."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "threads_per_run": 1}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version(), "threads_per_run": 1}
 
 
 # --- tables ----------------------------------------------------------------------------------------
