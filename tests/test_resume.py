@@ -89,7 +89,9 @@ def kill_9_when(command: list[str], cwd: Path, env: dict[str, str], moment, reco
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        found = poll(moment, timeout=120)
+        # generous: on a starved machine (the suite niced beside two full-speed processes) the study's
+        # imports and its MLflow recorder's start alone took over 2 minutes
+        found = poll(moment, timeout=300)
         ended = process.poll()
         assert found, f"the moment never came: {ended} {process.stderr.read().decode()[-2000:] if ended is not None else ''}"
         if pause_dir is not None:  # the study stops at its next forward call, still mid-trial, until the signal
