@@ -16,6 +16,7 @@ from ..objective import VAL_LOSS, Objective
 from .configs import BAD_OUTCOMES
 from .policies import WIDE_TOLERANCE
 from .record import Recommendation, format_bytes, format_params
+from .shrinkage import epoch_change
 from .table import TARGET_TOLERANCE
 
 #: Above this ratio to the choice a gap is written as a factor ("15x"), above RATIO_LIMIT as an
@@ -65,11 +66,22 @@ def _reason(policy: str, objective: Objective) -> str:
             .replace("the lowest weighted score (", f"the lowest weighted score, {objective.name} as loss ("))
 
 
-def _seeds_text(n_seeds: int) -> str:
-    """The evidence behind a number: "(mean ± std over 2 seeds)", or that one seed has no spread."""
+def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
+    """The evidence behind a number: "(mean ± std over 2 seeds)", or that one seed has no spread, and
+    how much that one run's loss still moved from epoch to epoch late in training (its own noise)."""
     if n_seeds >= 2:
         return f" (mean ± std over {n_seeds} seeds)"
-    return " on one seed (no spread measured; reevaluate_top= retrains the best on more seeds)"
+    moves = (f"; late in the run its loss moved about {epoch_change(noise_var):.0%} from one epoch to the next"
+             if math.isfinite(noise_var) else "")
+    return f" on one seed (no spread measured{moves}; reevaluate_top= retrains the best on more seeds)"
+
+
+def _noise_of(rec: Recommendation, configs: pd.DataFrame) -> float:
+    """The chosen configuration's noise variance (``configs``' ``noise_var``), NaN where unknown."""
+    if configs.empty or "noise_var" not in configs:
+        return math.nan
+    rows = configs[configs["trial_numbers"].map(lambda n: list(n) == list(rec.trial_numbers))]
+    return float(rows["noise_var"].iloc[0]) if len(rows) else math.nan
 
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
@@ -95,7 +107,7 @@ def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VA
     neighbours = lowest["selection"] > estimate * (1 + 1e-9)
     reasons = []
     if jumpy:
-        moves = math.expm1(math.sqrt(2 * float(lowest["noise_var"]) * max(1, int(lowest["n_seeds"]))))
+        moves = epoch_change(float(lowest["noise_var"]), int(lowest["n_seeds"]))
         reasons.append(f"its validation loss moved about {moves:.0%} from one epoch to the next late in its run, "
                        f"so its last value is partly luck (estimated {estimate:.4g} from the study's runs)")
     if neighbours or not jumpy:
@@ -172,7 +184,7 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
         f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread}"
-        f"{_seeds_text(rec.n_seeds)}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
+        f"{_seeds_text(rec.n_seeds, _noise_of(rec, configs))}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
         f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
         f"Chosen by policy '{rec.policy}': {reason}.",
     ]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from autoopt.objective import Objective
 from autoopt.recommendation.choose import recommend
-from autoopt.recommendation.shrinkage import MIN_CONFIGS, curve_noise, shrunk_scores
+from autoopt.recommendation.shrinkage import MIN_CONFIGS, curve_noise, epoch_change, shrunk_scores
 
 STEADY = lambda end: [1.0, 0.8, 0.7, end * 1.06, end * 1.03, end]  # noqa: E731
 JUMPY = [1.0, 0.5, 0.9, 0.35, 0.95, 0.33]  # the lowest last value, after jumps of 2-3x every epoch
@@ -41,8 +41,14 @@ def test_a_jumpy_runs_lowest_last_loss_loses_to_a_steady_run_and_the_explanation
     assert "shrunk by its noise" in passed and "neighbours trained worse" not in passed
 
 
-def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands():
-    assert recommend(table(*STUDY[:MIN_CONFIGS - 1])).params == {"lr": 0.1}
+def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands_and_says_how_jumpy_it_was():
+    rec = recommend(table(*STUDY[:MIN_CONFIGS - 1]))
+    assert rec.params == {"lr": 0.1}
+    # its one seed has no spread over seeds, but its own curve says how far its last value can be trusted
+    first = rec.explanation.splitlines()[0]
+    assert (f"on one seed (no spread measured; late in the run its loss moved about "
+            f"{epoch_change(curve_noise(JUMPY) ** 2):.0%} from one epoch to the next;") in first
+    assert epoch_change(curve_noise(JUMPY) ** 2) > 1  # more than doubled or halved, epoch to epoch
 
 
 def test_only_the_validation_loss_is_shrunk_by_its_curve():
