@@ -94,7 +94,7 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         policy=policy if isinstance(policy, str) else "weights " + str(dict(policy)),
         trial_numbers=list(chosen["trial_numbers"]),
     )
-    lines = explain(rec, configs, trials, tolerance, objective).split("\n")
+    lines = explain(rec, configs, trials, tolerance, objective, float(chosen["noise_var"])).split("\n")
     passed = passed_over(pool, chosen, objective)
     lines[2:2] = [passed] if passed else []  # after the rule it was chosen by
     if shaded:

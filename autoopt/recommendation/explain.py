@@ -76,13 +76,6 @@ def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
     return f" on one seed (no spread measured{moves}; reevaluate_top= retrains the best on more seeds)"
 
 
-def _noise_of(rec: Recommendation, configs: pd.DataFrame) -> float:
-    """The chosen configuration's noise variance (``configs``' ``noise_var``), NaN where unknown."""
-    if configs.empty or "noise_var" not in configs:
-        return math.nan
-    rows = configs[configs["trial_numbers"].map(lambda n: list(n) == list(rec.trial_numbers))]
-    return float(rows["noise_var"].iloc[0]) if len(rows) else math.nan
-
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
     """A line naming the configuration with the best unsmoothed loss when the choice's rule ranked it
@@ -171,8 +164,9 @@ def target_text(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> str:
 
 
 def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,
-            objective: Objective = VAL_LOSS) -> str:
-    """A few lines comparing the choice with the best configuration of every other optimizer."""
+            objective: Objective = VAL_LOSS, noise_var: float = math.nan) -> str:
+    """A few lines comparing the choice with the best configuration of every other optimizer;
+    ``noise_var``: the choice's own noise (``configs``' column), told where it has one seed."""
     reason = _reason(rec.policy, objective).format(tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE),
                                                    policy=rec.policy)
     spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) and rec.n_seeds >= 2 else ""
@@ -184,7 +178,7 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
         f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread}"
-        f"{_seeds_text(rec.n_seeds, _noise_of(rec, configs))}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
+        f"{_seeds_text(rec.n_seeds, noise_var)}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
         f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
         f"Chosen by policy '{rec.policy}': {reason}.",
     ]
