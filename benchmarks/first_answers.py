@@ -40,12 +40,21 @@ RATE = 3
 RACE_MAX = 27
 
 
-def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0, pool: str = "portfolio",
-          first_rung: int | None = None, allowance: float = 0.0, refine_after: int = 8, line_first: int = 1,
-          rule: str = "smooth", shade: bool = False, shrink: bool = False) -> tuple[Config | None, float]:
-    """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings; ``shade``:
-    a race winner whose curve turned up is recommended a step lower (``recommendation/shading.py``);
-    ``shrink``: the losses chosen by are shrunk by their curves' noise (``recommendation/shrinkage.py``)."""
+def study(grid: Grid, seed: int, budget: float, ctx: Context, **settings: Any) -> tuple[Config | None, float]:
+    """One study on ``grid`` from grid seed ``seed``, as autoopt runs it with these settings
+    (``replay_study``'s); the recommendation and what it cost in TRE."""
+    chosen, rep = replay_study(grid, seed, budget, ctx, **settings)
+    return chosen, rep.tre()
+
+
+def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0,
+                 pool: str = "portfolio", first_rung: int | None = None, allowance: float = 0.0,
+                 refine_after: int = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
+                 shrink: bool = False) -> tuple[Config | None, Replay]:
+    """One study, as ``study``, with its replay (what it trained, how far) beside the recommendation.
+    ``shade``: a race winner whose curve turned up is recommended a step lower
+    (``recommendation/shading.py``); ``shrink``: the losses chosen by are shrunk by their curves' noise
+    (``recommendation/shrinkage.py``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
@@ -71,7 +80,7 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: flo
     chosen = choose(rep, rule, finals=shrunk(rep) if shrink else None)
     if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
         chosen = shaded(grid, seed, chosen)
-    return chosen, rep.tre()
+    return chosen, rep
 
 
 def shaded(grid: Grid, seed: int, config: Config) -> Config:
@@ -164,12 +173,10 @@ def variants() -> list[dict[str, Any]]:
 def label(v: dict[str, Any]) -> str:
     if v == TODAY:
         return "today (autoopt as it was)"
-    if v.get("shrink"):
-        unshrunk = {k: x for k, x in v.items() if k != "shrink"}
-        return ("today" if unshrunk == TODAY else label(unshrunk)) + ", shrunk"
-    if v.get("shade"):
-        unshaded = {k: x for k, x in v.items() if k != "shade"}
-        return ("today" if unshaded == TODAY else label(unshaded)) + ", shaded"
+    for key, word in (("shrink", "shrunk"), ("shade", "shaded")):  # the choice's rules, named after the search's
+        if v.get(key):
+            rest = {k: x for k, x in v.items() if k != key}
+            return ("today" if rest == TODAY else label(rest)) + f", {word}"
     return (f"race<{v['race_below']:g} {v['pool']:<9} rung {v['first_rung']} +{v['allowance']:.2f} "
             f"line {'down' if v['line_first'] < 0 else 'up'} first")
 
@@ -188,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     for budget in args.budgets:
         rows = []
         for v in variants():
-            if budget >= v["race_below"] and (v.get("shade") or {**v, "shrink": False} != {**TODAY, "shrink": False}
-                                              and (v["pool"], v["first_rung"], v["allowance"]) != ("probe", 1, 0.0)):
-                continue  # no race at this budget: the settings of the race do not matter, one row stands for them
+            search = {k: x for k, x in v.items() if k not in ("shade", "shrink")}
+            if budget >= v["race_below"] and (v.get("shade") or search != TODAY and (
+                    v["pool"], v["first_rung"], v["allowance"]) != ("probe", 1, 0.0)):
+                continue  # no race at this budget: the settings of the race (and its shading) do not matter
             if budget < 5 and v["line_first"] < 0:
                 continue  # no line search below 5 runs: its direction does not matter
             cells = [evaluate(lambda g, s, b, c, v=v: study(g, s, b, c, **v), grids, ctx, budget) for ctx in ctxs.values()]

@@ -71,11 +71,11 @@ def main() -> int:
 
 def choice_oracle(budgets: tuple[float, ...] = (3, 5), cvs: tuple[int, ...] = (4, 6, 8)) -> None:
     """Item 5 of the module doc, averaged over splits."""
-    import first_answers
-    from early_budget import Replay, contexts, load_grids
+    from early_budget import contexts, load_grids
+    from first_answers import TODAY, replay_study
 
     grids = load_grids(list(DEV))
-    shipped = {**first_answers.TODAY, "shade": True, "shrink": True}  # 3 TRE and up: no race
+    shipped = {**TODAY, "shade": True, "shrink": True}  # 3 TRE and up: no race
     for budget in budgets:
         chosen, best = [], []
         for cv in cvs:
@@ -84,20 +84,9 @@ def choice_oracle(budgets: tuple[float, ...] = (3, 5), cvs: tuple[int, ...] = (4
             for name, grid in grids.items():
                 a, b = [], []
                 for seed in (0, 1):
-                    replays: list[Replay] = []
-
-                    class Kept(Replay):  # the study's own replay, to read what it trained to the end
-                        def __init__(self, *args: object) -> None:
-                            super().__init__(*args)  # type: ignore[arg-type]
-                            replays.append(self)
-
-                    first_answers.Replay = Kept
-                    try:
-                        rec, _ = first_answers.study(grid, seed, budget, ctxs[name], **shipped)
-                    finally:
-                        first_answers.Replay = Replay
+                    rec, rep = replay_study(grid, seed, budget, ctxs[name], **shipped)
                     a.append(grid.regret_on(rec, 1 - seed))
-                    b.append(min(grid.regret_on(c, 1 - seed) for c in replays[-1].finals()))
+                    b.append(min(grid.regret_on(c, 1 - seed) for c in rep.finals()))
                 per_chosen.append(np.mean(a))
                 per_best.append(np.mean(b))
             chosen.append(np.mean(per_chosen))
