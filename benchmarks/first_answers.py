@@ -50,33 +50,34 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, **settings: Any) -
 def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0,
                  pool: str = "portfolio", first_rung: int | None = None, allowance: float = 0.0,
                  refine_after: int = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
-                 shrink: bool = False) -> tuple[Config | None, Replay]:
+                 shrink: bool = False, entries: str = "portfolio") -> tuple[Config | None, Replay]:
     """One study, as ``study``, with its replay (what it trained, how far) beside the recommendation.
     ``shade``: a race winner whose curve turned up is recommended a step lower
     (``recommendation/shading.py``); ``shrink``: the losses chosen by are shrunk by their curves' noise
-    (``recommendation/shrinkage.py``)."""
+    (``recommendation/shrinkage.py``); ``entries``: the list trained to the end (a pool of ``pool_of``'s:
+    "portfolio", or one looked up by what the model shows before training)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
     if budget < race_below:
-        entries = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
+        racers = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
 
         def race_plan(n: int) -> tuple[list[int], list[int], int]:
             return plan(n, E, first_rung, RATE) if first_rung else _halving(n, E)
 
         room = max(rep.budget_epochs, (1 + allowance) * E)
         n = 1
-        while n < len(entries) and race_plan(n + 1)[2] <= room + 1e-9:
+        while n < len(racers) and race_plan(n + 1)[2] <= room + 1e-9:
             n += 1
         if n >= 2:
             sizes, rungs, _ = race_plan(n)
-            alive = list(entries[:n])
+            alive = list(racers[:n])
             raced = True
             for size, epoch in zip(sizes, rungs):
                 scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])),
                                 key=lambda t: (t[0], t[1]))
                 alive = [c for _, _, c in scored]
-    _portfolio_and_line_search(rep, ctx.portfolio, refine_after, line_first)
+    _portfolio_and_line_search(rep, pool_of(entries, grid, ctx, 1), refine_after, line_first)
     chosen = choose(rep, rule, finals=shrunk(rep) if shrink else None)
     if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
         chosen = shaded(grid, seed, chosen)

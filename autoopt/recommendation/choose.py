@@ -81,6 +81,7 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         family=chosen["family"],
         val_loss=float(chosen["val_loss"]),
         val_loss_std=float(chosen["val_loss_std"]),
+        expected_val_loss=float(chosen["expected_val_loss"]),
         n_seeds=int(chosen["n_seeds"]),
         val_accuracy=float(chosen["val_accuracy"]),
         epochs_to_target=float(chosen["epochs_to_target"]),

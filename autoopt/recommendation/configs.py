@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..objective import VAL_LOSS, Objective
+from .expected_loss import expected_final_loss
 from .shrinkage import curve_noise, shrunk_scores
 
 #: Outcomes that rule a configuration out: it went wrong on a seed.
@@ -29,7 +30,8 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
     False if any seed ended no lower than it started; ``ok`` (what may be recommended) is both, or
     ``clean`` alone where no configuration learned.
 
-    ``score`` is the mean final objective where lower is better: what the policies weigh as loss;
+    ``expected_val_loss`` is what a fresh seed is expected to end at (``expected_loss.py``: the mean of
+    its runs' last epochs). ``score`` is the mean final objective where lower is better: what the policies weigh as loss;
     ``noise_var`` the variance of that mean's log from its runs' own curves (``shrinkage.curve_noise``);
     ``estimate`` the score shrunk by that noise (``shrinkage.py``; the score itself for another
     objective), and ``selection``, what the policies rank by, the estimate smoothed with its
@@ -58,6 +60,8 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
             "learned": learned,
             "val_loss": float(losses.mean()) if len(losses) else math.nan,
             "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
+            "expected_val_loss": (expected_final_loss(good["val_curve"]) if "val_curve" in good and len(good)
+                                  else float(losses.mean()) if len(losses) else math.nan),
             "objective": float(values.mean()) if len(values) else math.nan,
             "objective_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
             "score": float(objective.score(values.mean())) if len(values) else math.nan,

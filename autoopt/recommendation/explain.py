@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..objective import VAL_LOSS, Objective
 from .configs import BAD_OUTCOMES
+from .expected_loss import TAIL_EPOCHS
 from .policies import WIDE_TOLERANCE
 from .record import Recommendation, format_bytes, format_params
 from .shrinkage import epoch_change
@@ -75,6 +76,14 @@ def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
              if math.isfinite(noise_var) else "")
     return f" on one seed (no spread measured{moves}; reevaluate_top= retrains the best on more seeds)"
 
+
+
+def _expected_text(rec: Recommendation) -> str:
+    """What a fresh seed is expected to end at (``expected_loss.py``), where it was measured."""
+    expected = getattr(rec, "expected_val_loss", math.nan)  # a study stored before it was
+    if not math.isfinite(expected):
+        return ""
+    return f", about {expected:.4g} expected on a fresh seed (the mean of its last {TAIL_EPOCHS} epochs)"
 
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
@@ -178,7 +187,8 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
         f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread}"
-        f"{_seeds_text(rec.n_seeds, noise_var)}{accuracy}; {_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
+        f"{_seeds_text(rec.n_seeds, noise_var)}{_expected_text(rec)}{accuracy}; "
+        f"{_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
         f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
         f"Chosen by policy '{rec.policy}': {reason}.",
     ]

@@ -28,6 +28,9 @@ class Recommendation:
     family: str = ""
     val_loss: float = math.nan  # mean final validation loss over the seeds it was trained on
     val_loss_std: float = math.nan
+    #: what a fresh seed is expected to end at: the mean of its runs' last 3 epochs' validation losses
+    #: (``recommendation/expected_loss.py``), a steadier forecast than the last epoch's ``val_loss``
+    expected_val_loss: float = math.nan
     n_seeds: int = 0
     val_accuracy: float = math.nan
     epochs_to_target: float = math.nan

@@ -55,8 +55,8 @@ _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limi
 #: takes at most two tries of ``call_timeout`` (10 s).
 STALE_RUN_MS = 120_000
 
-_REC_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "seconds_to_target", "epochs_to_target",
-                "optimizer_state_bytes", "peak_memory_bytes")
+_REC_METRICS = ("val_loss", "val_loss_std", "expected_val_loss", "val_accuracy", "seconds_to_target",
+                "epochs_to_target", "optimizer_state_bytes", "peak_memory_bytes")
 
 
 def _now_ms() -> int:
