@@ -60,8 +60,7 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
             "learned": learned,
             "val_loss": float(losses.mean()) if len(losses) else math.nan,
             "val_loss_std": float(losses.std(ddof=1)) if len(losses) > 1 else math.nan,
-            "expected_val_loss": (expected_final_loss(good["val_curve"]) if "val_curve" in good and len(good)
-                                  else float(losses.mean()) if len(losses) else math.nan),
+            "expected_val_loss": expected_final_loss(good["val_curve"]) if "val_curve" in good else math.nan,
             "objective": float(values.mean()) if len(values) else math.nan,
             "objective_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
             "score": float(objective.score(values.mean())) if len(values) else math.nan,

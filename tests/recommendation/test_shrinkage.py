@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,22 +16,12 @@ STEADY = lambda end: [1.0, 0.8, 0.7, end * 1.06, end * 1.03, end]  # noqa: E731
 JUMPY = [1.0, 0.5, 0.9, 0.35, 0.95, 0.33]  # the lowest last value, after jumps of 2-3x every epoch
 
 
-def table(*rows: tuple[str, float, list[float]]) -> pd.DataFrame:
-    """Rows of (optimizer, lr, validation curve), one seed each, trained to the end."""
-    return pd.DataFrame([{
-        "number": n, "optimizer": opt, "family": opt, "purpose": "search", "seed": 0, "outcome": "completed",
-        "config": f"{opt}(lr={lr})", "params": {"lr": lr}, "val_curve": curve, "initial_val_loss": 1.1,
-        "final_val_loss": curve[-1], "final_val_accuracy": math.nan, "epochs_to_target": 5.0,
-        "seconds_to_target": 1.0, "optimizer_state_bytes": 0, "peak_memory_bytes": 1000,
-    } for n, (opt, lr, curve) in enumerate(rows)])
-
-
 STUDY = [("adam", 0.1, JUMPY), ("adam", 1e-3, STEADY(0.40)), ("sgd", 0.1, STEADY(0.50)),
          ("momentum", 0.01, STEADY(0.55)), ("rmsprop", 1e-3, STEADY(0.60))]
 
 
-def test_a_jumpy_runs_lowest_last_loss_loses_to_a_steady_run_and_the_explanation_says_why():
-    rec = recommend(table(*STUDY))
+def test_a_jumpy_runs_lowest_last_loss_loses_to_a_steady_run_and_the_explanation_says_why(curves_table):
+    rec = recommend(curves_table(*STUDY))
     assert (rec.optimizer, rec.params, rec.val_loss) == ("adam", {"lr": 1e-3}, 0.40)
     passed = next(line for line in rec.explanation.splitlines() if line.startswith("Passed over"))
     assert passed.startswith("Passed over: adam (lr=0.1) has the best single validation loss, 0.33, but its "
@@ -41,8 +30,8 @@ def test_a_jumpy_runs_lowest_last_loss_loses_to_a_steady_run_and_the_explanation
     assert "shrunk by its noise" in passed and "neighbours trained worse" not in passed
 
 
-def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands_and_says_how_jumpy_it_was():
-    rec = recommend(table(*STUDY[:MIN_CONFIGS - 1]))
+def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands_and_says_how_jumpy_it_was(curves_table):
+    rec = recommend(curves_table(*STUDY[:MIN_CONFIGS - 1]))
     assert rec.params == {"lr": 0.1}
     # its one seed has no spread over seeds, but its own curve says how far its last value can be trusted
     first = rec.explanation.splitlines()[0]
@@ -51,9 +40,9 @@ def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands_and_s
     assert epoch_change(curve_noise(JUMPY) ** 2) > 1  # more than doubled or halved, epoch to epoch
 
 
-def test_only_the_validation_loss_is_shrunk_by_its_curve():
+def test_only_the_validation_loss_is_shrunk_by_its_curve(curves_table):
     # a metric of the user's that happens to equal the last validation loss: its noise is not the curve's
-    trials = table(*STUDY).assign(objective=lambda t: t["final_val_loss"])
+    trials = curves_table(*STUDY).assign(objective=lambda t: t["final_val_loss"])
     other = Objective(lambda out, y: 0.0, name="mse")
     assert recommend(trials, objective=other).params == {"lr": 0.1}
 
@@ -77,8 +66,8 @@ def test_a_shrunk_loss_lies_between_its_own_and_the_studys_geometric_mean(scores
             assert shrunk == pytest.approx(own)
 
 
-def test_a_run_that_learned_nothing_is_not_recommended_but_counts_among_the_studys_losses():
+def test_a_run_that_learned_nothing_is_not_recommended_but_counts_among_the_studys_losses(curves_table):
     # rmsprop ends above its starting loss (1.1): never the answer, but the fifth configuration
     study = STUDY[:4] + [("rmsprop", 1e-3, [1.0, 0.9, 1.0, 1.1, 1.15, 1.2])]
-    rec = recommend(table(*study))
+    rec = recommend(curves_table(*study))
     assert rec.params == {"lr": 1e-3} and rec.optimizer == "adam"

@@ -369,6 +369,8 @@ def test_the_parent_holds_the_study_settings_and_explains_the_choice(tracked):
     for run_id in parent.data.tags["autoopt.recommended_run_ids"].split(","):  # each run is a link
         assert f"/runs/{run_id})" in note
     assert parent.data.metrics["rec_val_loss"] == pytest.approx(report.recommendation.val_loss)
+    # what a fresh seed is expected to reach sits beside it, for the runs table's columns
+    assert parent.data.metrics["rec_expected_val_loss"] == pytest.approx(report.recommendation.expected_val_loss)
 
 
 def test_a_child_run_holds_only_its_trials_own_params(tracked):
