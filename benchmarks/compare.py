@@ -228,7 +228,11 @@ def run_autoopt(name: str, seed: int, budget: float, **options: Any) -> dict[str
     trained = float(report.trials["seconds"].sum())
     return {"recommendation": {"optimizer": rec.optimizer, "params": dict(rec.params)}, "tre": report.cost,
             "wall_seconds": report.wall_seconds, "bare_run_seconds": bare_run, "wall_tre": report.wall_seconds / bare_run,
-            "untrained_seconds": report.wall_seconds - trained, "reported_loss": _reported(rec), "last_epoch_loss": rec.val_loss, "n_seeds": rec.n_seeds,
+            "untrained_seconds": report.wall_seconds - trained, "n_seeds": rec.n_seeds,
+            "reported_loss": _reported(rec), "last_epoch_loss": rec.val_loss,
+            # the curves the report reads, so that another reading can be checked without a re-run
+            "reported_curves": [[float(v) for v in c] for c in
+                                report.trials.loc[report.trials["number"].isin(rec.trial_numbers), "val_curve"]],
             "trials": [[r.purpose, r.optimizer, float(r.lr), r.outcome, int(r.epochs)] for r in report.trials.itertuples()]}
 
 

@@ -43,6 +43,7 @@ import pandas as pd
 
 from ..objective import VAL_LOSS, Objective
 from .configs import summarize_configs
+from .expected_loss import expected_at_lower_rate
 from .explain import explain, passed_over
 from .policies import Policy, check_policy, pick
 from .record import Recommendation
@@ -81,7 +82,7 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         family=chosen["family"],
         val_loss=float(chosen["val_loss"]),
         val_loss_std=float(chosen["val_loss_std"]),
-        expected_val_loss=float(chosen["expected_val_loss"]),
+        expected_val_loss=_expected(chosen, trials, bool(shaded)),
         n_seeds=int(chosen["n_seeds"]),
         val_accuracy=float(chosen["val_accuracy"]),
         epochs_to_target=float(chosen["epochs_to_target"]),
@@ -95,7 +96,7 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         policy=policy if isinstance(policy, str) else "weights " + str(dict(policy)),
         trial_numbers=list(chosen["trial_numbers"]),
     )
-    lines = explain(rec, configs, trials, tolerance, objective, float(chosen["noise_var"])).split("\n")
+    lines = explain(rec, configs, trials, tolerance, objective, float(chosen["noise_var"]), bool(shaded)).split("\n")
     passed = passed_over(pool, chosen, objective)
     lines[2:2] = [passed] if passed else []  # after the rule it was chosen by
     if shaded:
@@ -106,3 +107,13 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
         rec.explanation += "\nWith its training settings:\n" + "\n".join(
             "  " + line for line in rec.code().splitlines()[1:])
     return rec
+
+
+def _expected(chosen: pd.Series, trials: pd.DataFrame, shaded: bool) -> float:
+    """What a fresh seed of the recommendation is expected to reach (``expected_loss.py``): the chosen
+    configuration's own, or for a race winner shaded a step lower, read from the winner's run."""
+    if not shaded:
+        return float(chosen["expected_val_loss"])
+    run = trials[trials["number"].isin(chosen["trial_numbers"])]
+    return expected_at_lower_rate(run["val_curve"].iloc[0])
+

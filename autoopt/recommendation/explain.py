@@ -78,12 +78,14 @@ def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
 
 
 
-def _expected_text(rec: Recommendation) -> str:
+def _expected_text(rec: Recommendation, shaded: bool = False) -> str:
     """What a fresh seed is expected to end at (``expected_loss.py``), where it was measured."""
     expected = getattr(rec, "expected_val_loss", math.nan)  # a study stored before it was
     if not math.isfinite(expected):
         return ""
-    return f", about {expected:.4g} expected on a fresh seed (the mean of its last {TAIL_EPOCHS} epochs)"
+    how = (f"halfway between its run's lowest loss and its last {TAIL_EPOCHS} epochs' mean: the lower rate "
+           "overfits later" if shaded else f"the mean of its last {TAIL_EPOCHS} epochs")
+    return f", about {expected:.4g} expected on a fresh seed ({how})"
 
 
 def passed_over(pool: pd.DataFrame, chosen: pd.Series, objective: Objective = VAL_LOSS) -> str:
@@ -173,9 +175,10 @@ def target_text(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> str:
 
 
 def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, tolerance: float,
-            objective: Objective = VAL_LOSS, noise_var: float = math.nan) -> str:
+            objective: Objective = VAL_LOSS, noise_var: float = math.nan, shaded: bool = False) -> str:
     """A few lines comparing the choice with the best configuration of every other optimizer;
-    ``noise_var``: the choice's own noise (``configs``' column), told where it has one seed."""
+    ``noise_var``: the choice's own noise (``configs``' column), told where it has one seed; ``shaded``:
+    the recommendation is a rate step below the run it reports (``shading.py``)."""
     reason = _reason(rec.policy, objective).format(tol=tolerance, wide=max(tolerance, WIDE_TOLERANCE),
                                                    policy=rec.policy)
     spread = f" ± {rec.val_loss_std:.4g}" if math.isfinite(rec.val_loss_std) and rec.n_seeds >= 2 else ""
@@ -187,7 +190,7 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         spread = f"{spread}, {objective.name} {rec.objective_value:.4g}{std}"
     lines = [
         f"{rec.optimizer} ({format_params(rec.params)}): validation loss {rec.val_loss:.4g}{spread}"
-        f"{_seeds_text(rec.n_seeds, noise_var)}{_expected_text(rec)}{accuracy}; "
+        f"{_seeds_text(rec.n_seeds, noise_var)}{_expected_text(rec, shaded)}{accuracy}; "
         f"{_speed_text(rec.epochs_to_target, rec.seconds_to_target)}; "
         f"optimizer state {format_bytes(rec.optimizer_state_bytes)}.",
         f"Chosen by policy '{rec.policy}': {reason}.",

@@ -182,6 +182,11 @@ def test_a_race_winner_whose_loss_turned_up_is_recommended_one_rate_step_lower_a
     assert "one learning-rate step lower (0.01 -> 0.00464)" in rec.explanation
     assert "lowest 0.6 at epoch 3" in rec.explanation and "0.00464 was not trained" in rec.explanation
     assert "lr=0.00464" in rec.code()
+    # the lower rate overfits later: a fresh seed of it is expected between the run's lowest loss and where
+    # it ended, not at the end (its last 3 epochs' mean, 0.7833, would be the higher rate's forecast)
+    assert rec.expected_val_loss == pytest.approx((0.60 + (0.62 + 0.75 + 0.90) / 3) / 2)
+    assert (f"about {rec.expected_val_loss:.4g} expected on a fresh seed (halfway between its run's lowest loss "
+            "and its last 3 epochs' mean: the lower rate overfits later)") in rec.explanation
 
 
 @pytest.mark.parametrize("case", ["still falling", "not a race", "two seeds", "below the range", "another full run"])
