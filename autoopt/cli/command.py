@@ -10,12 +10,15 @@
 
 Exit codes: 0 success, 1 a failure at run time, 2 bad usage or a bad study file / recipe, 130 Ctrl-C.
 Errors are one line on stderr (``autoopt: error: ...``); ``--debug`` shows the traceback instead.
-Results go to stdout, progress and notes to stderr.
+Results go to stdout, progress and notes to stderr. A reader that stops reading (``autoopt show
+quickstart | head -1``) ends the command quietly, with exit code 1 as Python itself uses for a closed
+pipe: no error line, since nothing went wrong that the user did not ask for.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -51,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return args.handler(args, argv)
+    except BrokenPipeError:
+        # stdout's reader went away; Python flushes stdout again at exit, so point it at nothing first
+        # (the recipe of Python's signal module documentation, "Note on SIGPIPE")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -372,6 +372,21 @@ def _answers(port: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="signals and process groups as on POSIX")
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """``autoopt optimizers | head -0``: stdout is a pipe nobody reads any more (its read end closed
+    before the command starts, so the first write fails for certain): exit 1, no error line, no
+    traceback from the flush at exit."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "autoopt.cli", "optimizers"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
 def test_ui_stops_its_server_when_stopped(tmp_path):
     """A real `autoopt ui`: once its server answers, SIGTERM to autoopt alone stops the server too."""
     port = _free_port()
