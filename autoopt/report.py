@@ -163,7 +163,7 @@ def load_report(study_name: str, storage: str, *, policy: Any = "default", toler
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ValueError(f"no study named {study_name!r} in {storage}; it holds {names}.") from None
     objective = stored.load_objective(study)
-    trials = trials_table(stored.read_records(study, resolve_specs(None)), objective)
+    trials = trials_table(stored.read_records(study, resolve_specs(None)), objective, stored.load_candidates(study))
     tracking_uri, parent_run_id = stored.load_tracking(study)
     recommendation = recommend(trials, policy, tolerance, objective)
     describe_groups(recommendation, stored.load_muon_groups(study))

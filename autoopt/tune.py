@@ -122,6 +122,7 @@ def tune(
             study = stored.create_study(study_name=study_name, storage=config.storage, sampler=config.sampler,
                                         pruner=config.pruner, seed=config.seed, epochs=config.epochs,
                                         objective=config.objective)
+            stored.save_candidates(study, [s.name for s in candidates])
             # once per study, whichever process gets here first: the others find its parent run in the storage
             with storage_lock(study, "mlflow-parent"):
                 tracker.start_study(study_name, study_params, parent_run_id=stored.load_tracking(study)[1])
@@ -140,7 +141,7 @@ def tune(
             fused = _decide_fusing(config, setup, specs, workers is None and config.n_jobs == 1)
             run_strategy(study, specs, setup, config, tracker, workers, fused=fused)
             records = stored.read_records(study, specs) + infeasible
-            trials = trials_table(records, config.objective)  # type: ignore[arg-type]
+            trials = trials_table(records, config.objective, [s.name for s in candidates])  # type: ignore[arg-type]
             times = trial_times(study) if config.tracking else {}
             killed = dead_trials(study) if config.tracking else []
             if not (trials["outcome"] == "completed").any():

@@ -242,3 +242,14 @@ def test_a_one_run_study_of_a_model_that_overfits_shades_the_race_winner_a_rate_
     assert rec.params["lr"] == pytest.approx(winner["lr"] / 10 ** (1 / 3), rel=1e-5)
     assert rec.val_loss == pytest.approx(winner["final_val_loss"])  # the trained run's, as said
     assert "one learning-rate step lower" in rec.explanation and "was not trained" in rec.explanation
+
+
+def test_a_candidate_the_budget_never_reached_is_named_and_a_stored_study_still_names_it(blobs, tmp_path):
+    # 3 runs of budget train the portfolio's first three entries (adamw, momentum, adam): sgd is never tried
+    storage = f"sqlite:///{tmp_path / 'small.db'}"
+    report = autoopt.tune(mlp(4, 3), blobs, optimizers=["adam", "sgd", "adamw", "momentum"], budget=3,
+                          study_name="small", storage=storage, **FAST)
+    assert "sgd" not in set(report.trials["optimizer"])
+    line = "  not tried: sgd (the budget ran out before them; a larger budget= or n_trials= tries them)"
+    assert line in report.recommendation.explanation.splitlines()
+    assert line in autoopt.load_report("small", storage).recommendation.explanation.splitlines()

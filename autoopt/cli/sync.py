@@ -49,7 +49,7 @@ def sync_study(study_name: str, storage: str, *, tracking_uri: str | None = None
     recorded_uri, parent_run_id = stored.load_tracking(study)
     records = stored.read_records(study, resolve_specs(None))
     objective = stored.load_objective(study)  # an accuracy study is recommended by its accuracy here too
-    trials = trials_table(records, objective)
+    trials = trials_table(records, objective, stored.load_candidates(study))
     rec = recommend(trials, objective=objective) if (trials["outcome"] == "completed").any() else None
     tracker = MlflowTracker(tracking_uri=tracking_uri or recorded_uri, storage=storage)
     tracker.start_study(study_name, {}, parent_run_id=parent_run_id, reopen=False)  # an ended run stays ended

@@ -218,6 +218,11 @@ def explain(rec: Recommendation, configs: pd.DataFrame, trials: pd.DataFrame, to
         names = sorted(set(group["optimizer"]) - (trained if outcome != "infeasible" else set()))
         if names:
             lines.append(f"  {outcome}: {', '.join(names)} (no configuration of theirs trained cleanly)")
+    tried = set(trials["optimizer"]) if "optimizer" in trials else set()
+    untried = [name for name in trials.attrs.get("candidates", ()) if name not in tried]
+    if untried:
+        lines.append(f"  not tried: {', '.join(untried)} (the budget ran out before them; a larger budget= "
+                     "or n_trials= tries them)")
     if "pretrained_entries" in trials.attrs.get("race_lists", ()):
         lines.append("The model's weights look already trained (fine-tuning): the race started from the "
                      "configurations learned on fine-tuning problems (portfolio.json, pretrained_entries), "

@@ -35,12 +35,14 @@ def _to_target(m: Measurement, objective: Objective, target: float) -> tuple[flo
     return math.nan, math.nan
 
 
-def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS) -> pd.DataFrame:
+def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS,
+                 candidates: Sequence[str] = ()) -> pd.DataFrame:
     """A DataFrame of every trial; ``objective`` is its final value of the study's objective.
 
     Convergence is reaching ``target_loss`` of the best final objective (``df.attrs['target']``, in
     the objective's units); ``df.attrs['target_loss']`` is the same target on the validation loss;
-    ``df.attrs['race_lists']`` names the portfolio lists the study's race started from.
+    ``df.attrs['race_lists']`` names the portfolio lists the study's race started from;
+    ``df.attrs['candidates']`` the study's candidate optimizers (``candidates``), tried or not.
 
     >>> trials_table([]).empty
     True
@@ -85,6 +87,7 @@ def trials_table(records: Sequence[TrialRecord], objective: Objective = VAL_LOSS
     table.attrs["target"] = objective.score(target)
     table.attrs["objective_direction"] = objective.direction  # how best_trained_per_optimizer ranks
     table.attrs["race_lists"] = sorted({r.race_list for r in records if r.race_list})
+    table.attrs["candidates"] = list(candidates)
     return table
 
 

@@ -143,6 +143,21 @@ def read_records(study: optuna.Study, specs: Sequence[OptimizerSpec]) -> list[Tr
     return records
 
 
+#: The study user attribute naming the study's candidate optimizers, so that a stored study can say
+#: which of them a small budget never reached.
+CANDIDATES_ATTR = "autoopt:candidates"
+
+
+def save_candidates(study: optuna.Study, names: Sequence[str]) -> None:
+    if study.user_attrs.get(CANDIDATES_ATTR) != list(names):
+        study.set_user_attr(CANDIDATES_ATTR, list(names))
+
+
+def load_candidates(study: optuna.Study) -> list[str]:
+    """The candidates a study was run with; empty for a study stored before they were kept."""
+    return list(study.user_attrs.get(CANDIDATES_ATTR) or [])
+
+
 def save_tracking(study: optuna.Study, tracking_uri: str | None, parent_run_id: str | None) -> None:
     """Where MLflow records this study, so that a stored study can say where its record is."""
     if tracking_uri and parent_run_id:
