@@ -116,4 +116,3 @@ def _expected(chosen: pd.Series, trials: pd.DataFrame, shaded: bool) -> float:
         return float(chosen["expected_val_loss"])
     run = trials[trials["number"].isin(chosen["trial_numbers"])]
     return expected_at_lower_rate(run["val_curve"].iloc[0])
-

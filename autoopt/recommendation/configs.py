@@ -31,11 +31,11 @@ def summarize_configs(trials: pd.DataFrame, objective: Objective = VAL_LOSS) -> 
     ``clean`` alone where no configuration learned.
 
     ``expected_val_loss`` is what a fresh seed is expected to end at (``expected_loss.py``: the mean of
-    its runs' last epochs). ``score`` is the mean final objective where lower is better: what the policies weigh as loss;
-    ``noise_var`` the variance of that mean's log from its runs' own curves (``shrinkage.curve_noise``);
-    ``estimate`` the score shrunk by that noise (``shrinkage.py``; the score itself for another
-    objective), and ``selection``, what the policies rank by, the estimate smoothed with its
-    learning-rate neighbours'.
+    its runs' last epochs). ``score`` is the mean final objective where lower is better: what the
+    policies weigh as loss; ``noise_var`` the variance of that mean's log from its runs' own curves
+    (``shrinkage.curve_noise``); ``estimate`` the score shrunk by that noise (``shrinkage.py``; the
+    score itself for another objective), and ``selection``, what the policies rank by, the estimate
+    smoothed with its learning-rate neighbours'.
     """
     runs = trials[trials["outcome"].isin(("completed",) + BAD_OUTCOMES)]
     if runs.empty:

@@ -6,9 +6,9 @@ small problems), and the one the study chose is the lowest of such draws. The me
 ``TAIL_EPOCHS`` epochs is a steadier reading of where the curve ended, and a better forecast of what
 the user gets when they train the recommendation again on another seed. On the development fold
 (``benchmarks/first_answers.py``'s studies replayed, 33 problems, leave-fold-out at 4, 6 and 8 folds;
-``benchmarks/expected_loss.py``), what autoopt reports lay within 25% of the other grid seed's final
-loss in 86% of studies against 77% for the last epoch's loss (+4 to +11 points at every budget from 1
-to 20 TRE; a shaded race winner's by ``expected_at_lower_rate``); from
+``benchmarks/expected_loss.py``), what autoopt reports (this, and for a race winner shaded a rate
+step lower ``expected_at_lower_rate``) lay within 25% of the other grid seed's final loss in 86% of
+studies against 77% for the last epoch's loss, +4 to +11 points at every budget from 1 to 20 TRE. From
 5 TRE up, where the lowest of several losses is chosen, the last epoch's loss was 4-5% optimistic on
 average and the mean of the last 3 within 1%. The last 3 epochs were chosen there among the last 1-5,
 their median, and the last 10-30% of the run.
@@ -55,4 +55,3 @@ def expected_at_lower_rate(curve: Sequence[float] | None) -> float:
     tail = expected_final_loss([curve])
     values = [float(v) for v in (curve if curve is not None else [])]
     return (min(values) + tail) / 2 if math.isfinite(tail) else math.nan
-

@@ -77,7 +77,6 @@ def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
     return f" on one seed (no spread measured{moves}; reevaluate_top= retrains the best on more seeds)"
 
 
-
 def _expected_text(rec: Recommendation, shaded: bool = False) -> str:
     """What a fresh seed is expected to end at (``expected_loss.py``), where it was measured."""
     expected = getattr(rec, "expected_val_loss", math.nan)  # a study stored before it was
