@@ -141,7 +141,7 @@ def tune(
             fused = _decide_fusing(config, setup, specs, workers is None and config.n_jobs == 1)
             run_strategy(study, specs, setup, config, tracker, workers, fused=fused)
             records = stored.read_records(study, specs) + infeasible
-            trials = trials_table(records, config.objective, [s.name for s in candidates])  # type: ignore[arg-type]
+            trials = trials_table(records, config.objective, stored.load_candidates(study))  # type: ignore[arg-type]
             times = trial_times(study) if config.tracking else {}
             killed = dead_trials(study) if config.tracking else []
             if not (trials["outcome"] == "completed").any():

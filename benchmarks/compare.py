@@ -239,8 +239,7 @@ def run_autoopt(name: str, seed: int, budget: float, **options: Any) -> dict[str
 def _reported(rec: Any) -> float:
     """What the study told the user a fresh seed would reach (``Recommendation.expected_val_loss``, the
     mean of its last epochs); the last epoch's loss where it has none (a diverged curve)."""
-    expected = getattr(rec, "expected_val_loss", math.nan)
-    return float(expected) if math.isfinite(expected) else float(rec.val_loss)
+    return float(rec.expected_val_loss if math.isfinite(rec.expected_val_loss) else rec.val_loss)
 
 
 def bare_run_seconds(name: str, seed: int) -> float:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV  # noqa: E402
 from early_budget import GRID_SEEDS, contexts, load_grids  # noqa: E402
-from first_answers import SHIPPED, TODAY, replay_study  # noqa: E402
+from first_answers import AUTOOPT, replay_study  # noqa: E402
 
 from autoopt.recommendation.expected_loss import expected_at_lower_rate, expected_final_loss  # noqa: E402
 
@@ -42,11 +42,6 @@ def readings(curve: Sequence[float]) -> dict[str, float]:
     out["lowest"] = float(min(curve))
     out["halfway lowest-last 3"] = (out["lowest"] + out["last 3"]) / 2
     return out
-
-
-def shipped(budget: float) -> dict:
-    """The settings autoopt runs at ``budget`` (a shaded race below 3 TRE, the shrunk choice from 3 up)."""
-    return {**SHIPPED, "shade": True, "shrink": True} if budget < 3 else {**TODAY, "shrink": True}
 
 
 def cell(held: float, reported: float) -> Cell:
@@ -71,7 +66,7 @@ def main() -> int:
             ctxs = contexts(grids, cv)
             for name, grid in grids.items():
                 for seed in GRID_SEEDS:
-                    chosen, rep = replay_study(grid, seed, budget, ctxs[name], **shipped(budget))
+                    chosen, rep = replay_study(grid, seed, budget, ctxs[name], **AUTOOPT)
                     if chosen is None:
                         continue
                     # the run the report reads: the chosen configuration's, or where a race winner was

@@ -158,6 +158,9 @@ def _line_search(rep: Replay, first: int) -> None:
 TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance": 0.0, "line_first": 1}
 #: What autoopt ships, with and without the shading of an overfitting race winner (the last decision).
 SHIPPED = {"race_below": 3.0, "pool": "pretrained", "first_rung": 1, "allowance": 0.25, "line_first": 1}
+#: What autoopt runs today at every budget: the shipped race and its shading below 3 TRE (from 3 TRE up
+#: nothing races, so the race's settings and the shading do nothing), the noise-aware choice.
+AUTOOPT = {**SHIPPED, "shade": True, "shrink": True}
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
            "line_first": (1, -1)}
 

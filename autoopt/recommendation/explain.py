@@ -79,7 +79,7 @@ def _seeds_text(n_seeds: int, noise_var: float = math.nan) -> str:
 
 def _expected_text(rec: Recommendation, shaded: bool = False) -> str:
     """What a fresh seed is expected to end at (``expected_loss.py``), where it was measured."""
-    expected = getattr(rec, "expected_val_loss", math.nan)  # a study stored before it was
+    expected = rec.expected_val_loss
     if not math.isfinite(expected):
         return ""
     how = (f"halfway between its run's lowest loss and its last {TAIL_EPOCHS} epochs' mean: the lower rate "
