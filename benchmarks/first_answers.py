@@ -50,12 +50,13 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, **settings: Any) -
 def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0,
                  pool: str = "portfolio", first_rung: int | None = None, allowance: float = 0.0,
                  refine_after: int = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
-                 shrink: bool = False, entries: str = "portfolio") -> tuple[Config | None, Replay]:
+                 shrink: bool = False, entries: str = "portfolio", steady: bool = False) -> tuple[Config | None, Replay]:
     """One study, as ``study``, with its replay (what it trained, how far) beside the recommendation.
     ``shade``: a race winner whose curve turned up is recommended a step lower
     (``recommendation/shading.py``); ``shrink``: the losses chosen by are shrunk by their curves' noise
     (``recommendation/shrinkage.py``); ``entries``: the list trained to the end (a pool of ``pool_of``'s:
-    "portfolio", or one looked up by what the model shows before training)."""
+    "portfolio", or one looked up by what the model shows before training); ``steady``: an erratic winner
+    gives way to the next choice whose expected loss is lower (``recommendation/steadiness.py``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
@@ -78,7 +79,10 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
                                 key=lambda t: (t[0], t[1]))
                 alive = [c for _, _, c in scored]
     _portfolio_and_line_search(rep, pool_of(entries, grid, ctx, 1), refine_after, line_first)
-    chosen = choose(rep, rule, finals=shrunk(rep) if shrink else None)
+    scores = shrunk(rep) if shrink else rep.finals()
+    chosen = choose(rep, rule, finals=scores)
+    if steady:
+        chosen = steadied(rep, rule, scores, chosen)
     if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
         chosen = shaded(grid, seed, chosen)
     return chosen, rep
@@ -93,6 +97,29 @@ def shaded(grid: Grid, seed: int, config: Config) -> Config:
     if run is None or None in run["curve"] or not shade_lr(run["curve"]) or not in_range(lower):
         return config
     return lower
+
+
+def steadied(rep: Replay, rule: str, scores: dict[Config, float], chosen: Config | None) -> Config | None:
+    """autoopt's steadiness rule: a winner with no trained rate neighbour whose curve is erratic gives
+    way to the next configuration in the choice's order whose last epochs' mean is lower."""
+    from autoopt.recommendation.expected_loss import expected_final_loss
+    from autoopt.recommendation.steadiness import is_erratic
+
+    def tail(c: Config) -> float:
+        return expected_final_loss([rep.run(c)["curve"][:rep.E]])
+
+    if chosen is None or any((chosen[0], chosen[1] + d) in rep.done for d in (-1, 1)):
+        return chosen
+    curve = rep.run(chosen)["curve"][:rep.E]
+    if not is_erratic(curve):
+        return chosen
+    left = {c: v for c, v in scores.items() if c != chosen}
+    while left:
+        nxt = choose(rep, rule, finals=left)
+        if tail(nxt) < tail(chosen):
+            return nxt
+        del left[nxt]
+    return chosen
 
 
 def shrunk(rep: Replay) -> dict[Config, float]:
@@ -160,7 +187,7 @@ TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance"
 SHIPPED = {"race_below": 3.0, "pool": "pretrained", "first_rung": 1, "allowance": 0.25, "line_first": 1}
 #: What autoopt runs today at every budget: the shipped race and its shading below 3 TRE (from 3 TRE up
 #: nothing races, so the race's settings and the shading do nothing), the noise-aware choice.
-AUTOOPT = {**SHIPPED, "shade": True, "shrink": True}
+AUTOOPT = {**SHIPPED, "shade": True, "shrink": True, "steady": True}
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
            "line_first": (1, -1)}
 
@@ -168,7 +195,7 @@ CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "
 def variants() -> list[dict[str, Any]]:
     out = [dict(TODAY), {**TODAY, "shade": True}, {**SHIPPED, "shade": True},
            {**TODAY, "shrink": True}, {**TODAY, "shade": True, "shrink": True},
-           {**SHIPPED, "shade": True, "shrink": True}]
+           {**SHIPPED, "shade": True, "shrink": True}, {**TODAY, "shrink": True, "steady": True}]
     # looking before spending on the runs trained to the end too: entries learned with the problem's own
     # task weighted (measured, not shipped: see benchmarks/README.md)
     out += [{**TODAY, "shrink": True, "entries": f"task{w}"} for w in (2, 3)]
@@ -182,7 +209,7 @@ def label(v: dict[str, Any]) -> str:
         return "today (autoopt as it was)"
     if v.get("entries", "portfolio") != "portfolio":
         return label({k: x for k, x in v.items() if k != "entries"}) + f", entries {v['entries']}"
-    for key, word in (("shrink", "shrunk"), ("shade", "shaded")):  # the choice's rules, named after the search's
+    for key, word in (("steady", "steadied"), ("shrink", "shrunk"), ("shade", "shaded")):  # the choice's rules, named after the search's
         if v.get(key):
             rest = {k: x for k, x in v.items() if k != key}
             return ("today" if rest == TODAY else label(rest)) + f", {word}"
@@ -204,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for budget in args.budgets:
         rows = []
         for v in variants():
-            search = {k: x for k, x in v.items() if k not in ("shade", "shrink", "entries")}
+            search = {k: x for k, x in v.items() if k not in ("shade", "shrink", "entries", "steady")}
             if budget >= v["race_below"] and (v.get("shade") or search != TODAY and (
                     v["pool"], v["first_rung"], v["allowance"]) != ("probe", 1, 0.0)):
                 continue  # no race at this budget: the settings of the race (and its shading) do not matter

@@ -19,6 +19,10 @@ Before that smoothing, where 5 or more configurations were trained, each one's l
 the study's mean by its own noise, measured on its validation curve (``shrinkage.py``, and why): the
 lowest of many draws is most often a jumpy run's lucky one.
 
+A winner trained on one seed, with no learning-rate neighbour, whose curve ended on a dip (its last
+epochs' mean well above its last loss) gives way to the next configuration that sits lower over its
+last epochs (``steadiness.py``, and why).
+
 A race's winner (a study of under 3 runs) whose validation loss turned up in the last third of its run
 is recommended one learning-rate step lower (``shading.py``, and why).
 
@@ -48,6 +52,7 @@ from .explain import explain, passed_over
 from .policies import Policy, check_policy, pick
 from .record import Recommendation
 from .shading import shaded_params
+from .steadiness import erratic_winner, gave_way_line, steadier
 
 
 def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float = 0.01,
@@ -75,6 +80,11 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     elif (configs["n_seeds"] > 1).any():
         note = " Every re-evaluated configuration failed on some seed; this one was trained on one seed only."
     chosen = pick(pool, policy, tolerance)
+    gave_way = ""
+    if objective.name == VAL_LOSS.name and erratic_winner(chosen, configs, trials):
+        steady = steadier(chosen, pool, lambda left: pick(left, policy, tolerance))
+        if steady is not None:
+            gave_way, chosen = gave_way_line(chosen, steady, trials), steady
     shaded = shaded_params(chosen, trials) if objective.name == VAL_LOSS.name else None
     rec = Recommendation(
         optimizer=chosen["optimizer"],
@@ -101,6 +111,8 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     lines[2:2] = [passed] if passed else []  # after the rule it was chosen by
     if shaded:
         lines.insert(1, shaded[1])
+    if gave_way:
+        lines.insert(1, gave_way)
     rec.explanation = "\n".join(lines) + note
     settings = rec.training_settings
     if not settings.is_default:  # one line of code for each training setting the choice includes

@@ -145,6 +145,23 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=configs.index, dtype=float)
 
 
+def has_rate_neighbour(configs: pd.DataFrame, row: pd.Series) -> bool:
+    """Whether the study trained ``row``'s configuration a learning-rate step up or down (whatever became
+    of that run): the neighbourhood ``smoothed_scores`` reads."""
+    lr = lr_of(row["params"])
+    if lr is None:
+        return False
+    lineage = _lineage(row)
+    for _, other in configs.iterrows():
+        other_lr = lr_of(other["params"])
+        if other_lr is None or _lineage(other) != lineage:
+            continue
+        if any(abs(math.log(other_lr / target)) <= math.log(NEIGHBOUR_SLACK)
+               for target in (lr * NEIGHBOUR_STEP, lr / NEIGHBOUR_STEP)):
+            return True
+    return False
+
+
 def lr_of(params: dict[str, Any]) -> float | None:
     """The configuration's learning rate, or None where it has none (or not a positive number)."""
     lr = params.get("lr")

@@ -31,7 +31,9 @@ def test_a_jumpy_runs_lowest_last_loss_loses_to_a_steady_run_and_the_explanation
 
 
 def test_with_fewer_configurations_than_the_minimum_the_lowest_loss_stands_and_says_how_jumpy_it_was(curves_table):
-    rec = recommend(curves_table(*STUDY[:MIN_CONFIGS - 1]))
+    # the others sit higher over their last epochs too, so the jumpy winner does not give way (steadiness.py)
+    others = [("sgd", 0.1, STEADY(0.60)), ("momentum", 0.01, STEADY(0.65)), ("rmsprop", 1e-3, STEADY(0.70))]
+    rec = recommend(curves_table(STUDY[0], *others[:MIN_CONFIGS - 2]))
     assert rec.params == {"lr": 0.1}
     # its one seed has no spread over seeds, but its own curve says how far its last value can be trusted
     first = rec.explanation.splitlines()[0]

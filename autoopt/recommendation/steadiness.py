@@ -1,0 +1,80 @@
+"""An erratic winner gives way: a configuration whose last epoch was a dip, not a level, is not
+recommended over one that sits lower over its last epochs.
+
+A study compares configurations by their last epoch's validation loss (shrunk and smoothed,
+``configs.py``). One seed's curve can end on a dip: a run at a rate near the edge of stability swings
+from epoch to epoch, and its last value may be far below where it sat just before. When such a run
+wins with no learning-rate neighbour trained beside it (so nothing around it says whether that rate is
+safe), and another configuration's last epochs' mean (``expected_loss.py``) is lower than the winner's,
+the study recommends that one instead: the next in the policy's own order with a lower mean.
+
+"Erratic" is the winner's last ``TAIL_EPOCHS`` epochs' mean above ``RATIO`` times its last loss. On the
+development fold (``benchmarks/first_answers.py``, rows "steadied"; leave-fold-out at 4/6/8 folds,
+33 problems, paired), from 3 TRE, where several configurations are trained to the end: 3 TRE 21.1% ->
+20.5% (-0.6 +- 0.6 points, 1 problem better, none worse), 5 TRE 17.9% -> 17.4% (-0.5 +- 0.5, 1 / 0), 10
+and 20 TRE unchanged; at 11 and 33 folds it never fires. A ratio of 1.25 fired more often and made 20
+TRE worse (+0.6 +- 0.6, 0 / 1); 1.75 helped half as much. Applying it to winners with neighbours too
+made 10 and 20 TRE worse at 11/33 folds (+0.8 points each). Below 3 TRE a study trains one
+configuration to the end, and there is nothing to give way to.
+
+>>> is_erratic([3.1, 2.9, 3.0, 1.2])  # the last 3 epochs' mean 2.37 against 1.2: a dip
+True
+>>> is_erratic([3.1, 1.9, 1.4, 1.2])
+False
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from .configs import has_rate_neighbour
+from .expected_loss import expected_final_loss
+
+#: How far the last epochs' mean must lie above the last loss for a curve to be erratic (dev fold, above).
+RATIO = 1.5
+
+
+def is_erratic(curve: Sequence[float] | None) -> bool:
+    """Whether a validation curve ended on a dip: its last epochs' mean above ``RATIO`` x its last value."""
+    values = [float(v) for v in (curve if curve is not None else [])]
+    tail = expected_final_loss([values])
+    return bool(values) and math.isfinite(tail) and values[-1] > 0 and tail > RATIO * values[-1]
+
+
+def erratic_winner(chosen: pd.Series, configs: pd.DataFrame, trials: pd.DataFrame) -> bool:
+    """Whether ``chosen`` (a row of ``summarize_configs``) is a one-seed winner with no learning-rate
+    neighbour trained whose curve is erratic: one that should give way (``steadier``)."""
+    if chosen["n_seeds"] != 1 or "val_curve" not in trials or has_rate_neighbour(configs, chosen):
+        return False
+    runs = trials[trials["number"].isin(chosen["trial_numbers"])]
+    return len(runs) == 1 and is_erratic(runs["val_curve"].iloc[0])
+
+
+def steadier(chosen: pd.Series, pool: pd.DataFrame,
+             pick_next: Callable[[pd.DataFrame], pd.Series]) -> pd.Series | None:
+    """The next configuration ``pick_next`` chooses from ``pool`` without ``chosen`` whose expected loss
+    (its last epochs' mean) is lower than ``chosen``'s; None where there is none."""
+    left = pool.drop(index=chosen.name)
+    while not left.empty:
+        nxt = pick_next(left)
+        if nxt["expected_val_loss"] < chosen["expected_val_loss"]:
+            return nxt
+        left = left.drop(index=nxt.name)
+    return None
+
+
+def gave_way_line(erratic: pd.Series, chosen: pd.Series, trials: pd.DataFrame) -> str:
+    """The explanation's line for a winner that gave way to ``chosen``."""
+    curve = trials[trials["number"].isin(erratic["trial_numbers"])]["val_curve"].iloc[0]
+    return (f"{erratic['optimizer']} ({_rate(erratic)}) ended lower, {float(curve[-1]):.4g}, but on a dip: its last "
+            f"epochs averaged {erratic['expected_val_loss']:.4g}, and no rate beside it was trained to show "
+            f"whether it is stable; {chosen['optimizer']} ({_rate(chosen)}) sits lower over its last epochs "
+            f"({chosen['expected_val_loss']:.4g}) and is recommended instead.")
+
+
+def _rate(row: pd.Series) -> str:
+    lr = row["params"].get("lr")
+    return f"lr {lr:.3g}" if isinstance(lr, (int, float)) else "its settings"
