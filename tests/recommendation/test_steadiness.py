@@ -10,29 +10,30 @@ from autoopt.recommendation.choose import recommend
 from autoopt.recommendation.configs import NEIGHBOUR_STEP
 from autoopt.recommendation.steadiness import RATIO, is_erratic
 
-DIP = [3.1, 2.9, 3.0, 1.2]  # the lowest last loss, after epochs near 3: the last 3 epochs' mean is 2.37
-SETTLED = [3.0, 1.8, 1.45, 1.42, 1.40]  # ends higher, but level: its last 3 epochs' mean is 1.42
+DIP = [0.62, 0.58, 0.60, 0.24]  # the lowest last loss, after epochs near 0.6: the last 3 epochs' mean is 0.473
+SETTLED = [0.60, 0.36, 0.29, 0.284, 0.28]  # ends higher, but level: its last 3 epochs' mean is 0.285
 
 
 def test_an_erratic_winner_gives_way_to_one_that_sits_lower_and_the_explanation_says_why(curves_table):
-    rec = recommend(curves_table(("adam", 0.1, DIP), ("momentum", 0.002, SETTLED), ("adamw", 0.01, [3.0, 2.0, 1.8, 1.7])))
+    rec = recommend(curves_table(("adam", 0.1, DIP), ("momentum", 0.002, SETTLED), ("adamw", 0.01, [0.6, 0.4, 0.36, 0.34])))
     assert (rec.optimizer, rec.params) == ("momentum", {"lr": 0.002})
-    assert rec.val_loss == 1.40 and round(rec.expected_val_loss, 4) == 1.4233
+    assert rec.val_loss == 0.28 and round(rec.expected_val_loss, 4) == 0.2847
     line = rec.explanation.splitlines()[1]
-    assert line.startswith("adam (lr 0.1) ended lower, 1.2, but on a dip: its last epochs averaged 2.367, and no "
+    assert line.startswith("adam (lr=0.1) ended lower, 0.24, but on a dip: its last epochs averaged 0.4733, and no "
                            "rate beside it was trained")
-    assert line.endswith("momentum (lr 0.002) sits lower over its last epochs (1.423) and is recommended instead.")
+    assert line.endswith("momentum (lr=0.002) sits lower over its last epochs (0.2847) and is recommended instead.")
+    assert "least bad" not in rec.explanation  # every run learned: the normal path
 
 
 def test_the_next_in_order_whose_last_epochs_sit_lower_is_taken_not_merely_the_next(curves_table):
-    # adamw ends second-lowest, but its last epochs sit at 2.43, above the dip's 2.37: it is skipped
-    rec = recommend(curves_table(("adam", 0.1, DIP), ("adamw", 0.01, [3.0, 3.0, 3.0, 1.3]),
+    # adamw ends second-lowest, but its last epochs sit at 0.487, above the dip's 0.473: it is skipped
+    rec = recommend(curves_table(("adam", 0.1, DIP), ("adamw", 0.01, [0.6, 0.6, 0.6, 0.26]),
                                  ("momentum", 0.002, SETTLED)))
     assert rec.optimizer == "momentum"
 
 
 def test_a_winner_whose_rate_neighbour_was_trained_is_left_to_the_neighbour_smoothing(curves_table):
-    table = curves_table(("adam", 0.1, DIP), ("adam", 0.1 / NEIGHBOUR_STEP, [3.0, 2.0, 1.6, 1.5]),
+    table = curves_table(("adam", 0.1, DIP), ("adam", 0.1 / NEIGHBOUR_STEP, [0.6, 0.4, 0.32, 0.3]),
                          ("momentum", 0.002, SETTLED))
     rec = recommend(table)
     assert "on a dip" not in rec.explanation
@@ -40,12 +41,12 @@ def test_a_winner_whose_rate_neighbour_was_trained_is_left_to_the_neighbour_smoo
 
 
 def test_a_dip_with_nothing_lower_over_its_last_epochs_stands(curves_table):
-    rec = recommend(curves_table(("adam", 0.1, DIP), ("momentum", 0.002, [3.0, 2.8, 2.7, 2.6])))
+    rec = recommend(curves_table(("adam", 0.1, DIP), ("momentum", 0.002, [0.6, 0.56, 0.54, 0.52])))
     assert rec.optimizer == "adam" and "on a dip" not in rec.explanation
 
 
 def test_a_run_still_falling_steadily_is_not_erratic():
-    assert not is_erratic([3.1, 1.9, 1.4, 1.2])
+    assert not is_erratic([0.62, 0.38, 0.28, 0.24])
     assert is_erratic(DIP)
     assert not is_erratic([]) and not is_erratic([1.0, float("nan"), 0.5])
 
