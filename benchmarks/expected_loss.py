@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV  # noqa: E402
 from early_budget import GRID_SEEDS, contexts, load_grids  # noqa: E402
-from first_answers import AUTOOPT, replay_study  # noqa: E402
+from first_answers import autoopt_settings, replay_study  # noqa: E402
 
 from autoopt.recommendation.expected_loss import expected_at_lower_rate, expected_final_loss  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> int:
             ctxs = contexts(grids, cv)
             for name, grid in grids.items():
                 for seed in GRID_SEEDS:
-                    chosen, rep = replay_study(grid, seed, budget, ctxs[name], **AUTOOPT)
+                    chosen, rep = replay_study(grid, seed, budget, ctxs[name], **autoopt_settings(budget))
                     if chosen is None:
                         continue
                     # the run the report reads: the chosen configuration's, or where a race winner was

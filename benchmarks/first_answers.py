@@ -183,11 +183,26 @@ def _line_search(rep: Replay, first: int) -> None:
 
 
 TODAY = {"race_below": 3.0, "pool": "portfolio", "first_rung": None, "allowance": 0.0, "line_first": 1}
-#: What autoopt ships, with and without the shading of an overfitting race winner (the last decision).
+#: What autoopt ships below 2 TRE (``search/race.py``'s ``SHORT_BELOW``): the short race from a 1-epoch
+#: rung, a pretrained model's own list, a quarter run more; from 2 to 3 TRE it races as ``TODAY``.
 SHIPPED = {"race_below": 3.0, "pool": "pretrained", "first_rung": 1, "allowance": 0.25, "line_first": 1}
-#: What autoopt runs today at every budget: the shipped race and its shading below 3 TRE (from 3 TRE up
-#: nothing races, so the race's settings and the shading do nothing), the noise-aware choice.
-AUTOOPT = {**SHIPPED, "shade": True, "shrink": True, "steady": True}
+
+
+def autoopt_settings(budget: float) -> dict[str, Any]:
+    """What autoopt runs at ``budget`` TRE: below 2 TRE the short race (``SHIPPED``), from 2 to 3
+    successive halving over the general list (``TODAY``'s race), from 3 no race (the race's settings do
+    nothing there); the shading of an overfitting race winner, the noise-aware choice and the steadiness
+    rule at every budget (each acts only where it applies).
+
+    >>> autoopt_settings(1)["first_rung"], autoopt_settings(2)["first_rung"]
+    (1, None)
+    """
+    from autoopt.search.race import SHORT_BELOW
+
+    race = SHIPPED if budget < SHORT_BELOW else TODAY
+    return {**race, "shade": True, "shrink": True, "steady": True}
+
+
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
            "line_first": (1, -1)}
 

@@ -80,7 +80,7 @@ def main() -> int:
 def choice_oracle(budgets: tuple[float, ...] = (3, 5), cvs: tuple[int, ...] = (4, 6, 8)) -> None:
     """Item 5 of the module doc, averaged over splits."""
     from early_budget import contexts, load_grids
-    from first_answers import AUTOOPT, replay_study
+    from first_answers import autoopt_settings, replay_study
 
     grids = load_grids(list(DEV))
     for budget in budgets:
@@ -91,7 +91,7 @@ def choice_oracle(budgets: tuple[float, ...] = (3, 5), cvs: tuple[int, ...] = (4
             for name, grid in grids.items():
                 a, b = [], []
                 for seed in (0, 1):
-                    rec, rep = replay_study(grid, seed, budget, ctxs[name], **AUTOOPT)
+                    rec, rep = replay_study(grid, seed, budget, ctxs[name], **autoopt_settings(budget))
                     a.append(grid.regret_on(rec, 1 - seed))
                     b.append(min(grid.regret_on(c, 1 - seed) for c in rep.finals()))
                 per_chosen.append(np.mean(a))

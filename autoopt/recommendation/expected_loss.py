@@ -46,8 +46,8 @@ def expected_at_lower_rate(curve: Sequence[float] | None) -> float:
     is (a race winner shaded a step lower, ``shading.py``: that rate was not trained): halfway between
     the lowest loss the run reached and its last epochs' mean. The lower rate overfits later, so it
     ends between the two; on the development fold's shaded studies this lay within 25% of the lower
-    rate's final loss on another seed in 86% of them, against 77% for the last epochs' mean, which
-    was 12% too high on average (``benchmarks/expected_loss.py``).
+    rate's final loss on another seed in 84% of them, against 76% for the last epochs' mean, which
+    was 13% too high on average (``benchmarks/expected_loss.py``).
 
     >>> round(expected_at_lower_rate([1.0, 0.6, 0.5, 0.55, 0.7, 0.9]), 4)
     0.6083
