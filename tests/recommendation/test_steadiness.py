@@ -3,12 +3,14 @@ lower over its last epochs (``recommendation/steadiness.py``)."""
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from autoopt.recommendation.choose import recommend
 from autoopt.recommendation.configs import NEIGHBOUR_STEP
-from autoopt.recommendation.steadiness import RATIO, is_erratic
+from autoopt.recommendation.steadiness import BREAK, RATIO, is_erratic
 
 DIP = [0.62, 0.58, 0.60, 0.24]  # the lowest last loss, after epochs near 0.6: the last 3 epochs' mean is 0.473
 SETTLED = [0.60, 0.36, 0.29, 0.284, 0.28]  # ends higher, but level: its last 3 epochs' mean is 0.285
@@ -48,10 +50,21 @@ def test_a_dip_with_nothing_lower_over_its_last_epochs_stands(curves_table):
 def test_a_run_still_falling_steadily_is_not_erratic():
     assert not is_erratic([0.62, 0.38, 0.28, 0.24])
     assert is_erratic(DIP)
+    # a short run falling steeply: its last 3 epochs' mean is 4.5x its last loss, but each epoch falls
+    # about as far as the one before; a trend, not a dip
+    assert not is_erratic([1.0, 0.35, 0.107])
     assert not is_erratic([]) and not is_erratic([1.0, float("nan"), 0.5])
 
 
 @given(st.lists(st.floats(0.01, 100.0), min_size=3, max_size=20))
-def test_erratic_means_the_last_three_epochs_average_over_ratio_times_the_last(curve):
+def test_erratic_means_a_tail_over_ratio_times_the_last_and_a_break_in_the_fall(curve):
     tail = sum(curve[-3:]) / 3
-    assert is_erratic(curve) == (tail > RATIO * curve[-1])
+    last_fall, fall_before = math.log(curve[-2] / curve[-1]), math.log(curve[-3] / curve[-2])
+    assert is_erratic(curve) == (tail > RATIO * curve[-1] and last_fall > BREAK * max(fall_before, 0.0))
+
+
+def test_a_short_run_still_falling_steeply_keeps_its_place(curves_table):
+    """Three epochs, each a third of the one before: the last 3 epochs' mean is far above the last loss
+    only because the run is short and still falling."""
+    rec = recommend(curves_table(("adam", 0.03, [1.0, 0.35, 0.107]), ("sgd", 0.1, [1.0, 0.5, 0.3])))
+    assert rec.params == {"lr": 0.03} and "on a dip" not in rec.explanation
