@@ -20,7 +20,8 @@ end: 3 TRE 21.1% -> 20.5% (-0.6 +- 0.6 points), 4 TRE -0.5 +- 0.5, 5 TRE -0.1 +-
 and made 10 and 20 TRE worse (+0.1 and +0.6 points; +0.9 at 20 TRE at 11/33 folds); 1.75 helped half as
 much at 3 TRE and hurt at 5. Below 3 TRE a study trains one configuration to the end, and there is
 nothing to give way to. What it guards against was seen on the test fold: a 3 TRE study recommended
-Adam at 0.1 from a run that ended at 1.16 after epochs near 3, and it diverged on a fresh seed.
+Adam at 0.1 from a run that ended at 1.16 two epochs after a spike to 4.17, and it diverged on a fresh
+seed (``benchmarks/README.md`` says how that curve bears on the test fold's row).
 
 >>> is_erratic([0.62, 0.58, 0.60, 0.24])  # the last 3 epochs' mean 0.473 against 0.24: a dip
 True
