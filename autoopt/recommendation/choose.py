@@ -84,7 +84,7 @@ def recommend(trials: pd.DataFrame, policy: Policy = "default", tolerance: float
     if objective.name == VAL_LOSS.name and erratic_winner(chosen, configs, trials):
         steady = steadier(chosen, pool, lambda left: pick(left, policy, tolerance))
         if steady is not None:
-            gave_way, chosen = gave_way_line(chosen, steady, trials), steady
+            gave_way, chosen = gave_way_line(chosen, steady), steady
     shaded = shaded_params(chosen, trials) if objective.name == VAL_LOSS.name else None
     rec = Recommendation(
         optimizer=chosen["optimizer"],

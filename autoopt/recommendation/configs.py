@@ -137,7 +137,7 @@ def smoothed_scores(configs: pd.DataFrame) -> pd.Series:
         if lr is not None and math.isfinite(own):
             for target in (lr * NEIGHBOUR_STEP, lr / NEIGHBOUR_STEP):
                 near = [(abs(math.log(other / target)), score, ok) for other, score, ok in lineages[lineage]
-                        if abs(math.log(other / target)) <= math.log(NEIGHBOUR_SLACK)]
+                        if _near(other, target)]
                 if near:
                     _, score, ok = min(near)
                     values.append(score if ok and math.isfinite(score) else own + 2 * abs(own))
@@ -156,10 +156,14 @@ def has_rate_neighbour(configs: pd.DataFrame, row: pd.Series) -> bool:
         other_lr = lr_of(other["params"])
         if other_lr is None or _lineage(other) != lineage:
             continue
-        if any(abs(math.log(other_lr / target)) <= math.log(NEIGHBOUR_SLACK)
-               for target in (lr * NEIGHBOUR_STEP, lr / NEIGHBOUR_STEP)):
+        if _near(other_lr, lr * NEIGHBOUR_STEP) or _near(other_lr, lr / NEIGHBOUR_STEP):
             return True
     return False
+
+
+def _near(lr: float, target: float) -> bool:
+    """Whether ``lr`` is the rate ``target`` (a neighbour's), within ``NEIGHBOUR_SLACK``."""
+    return abs(math.log(lr / target)) <= math.log(NEIGHBOUR_SLACK)
 
 
 def lr_of(params: dict[str, Any]) -> float | None:

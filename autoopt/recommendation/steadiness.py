@@ -78,10 +78,9 @@ def steadier(chosen: pd.Series, pool: pd.DataFrame,
     return None
 
 
-def gave_way_line(erratic: pd.Series, chosen: pd.Series, trials: pd.DataFrame) -> str:
-    """The explanation's line for a winner that gave way to ``chosen``."""
-    curve = trials[trials["number"].isin(erratic["trial_numbers"])]["val_curve"].iloc[0]
-    return (f"{erratic['optimizer']} ({_rate(erratic)}) ended lower, {float(curve[-1]):.4g}, but on a dip: its last "
+def gave_way_line(erratic: pd.Series, chosen: pd.Series) -> str:
+    """The explanation's line for a winner that gave way to ``chosen`` (its loss is its one run's last)."""
+    return (f"{erratic['optimizer']} ({_rate(erratic)}) ended lower, {erratic['val_loss']:.4g}, but on a dip: its last "
             f"epochs averaged {erratic['expected_val_loss']:.4g}, and no rate beside it was trained to show "
             f"whether it is stable; {chosen['optimizer']} ({_rate(chosen)}) sits lower over its last epochs "
             f"({chosen['expected_val_loss']:.4g}) and is recommended instead.")
