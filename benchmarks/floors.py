@@ -22,8 +22,9 @@
 6. **The same on the test fold** (reported, not decided on): for every autoopt search of the test-fold
    table at 3, 5, 10 and 20 TRE, the configuration among those it trained to the end whose mean over the
    5 score seeds is lowest, against the one it recommended. Each such configuration is trained on the
-   score seeds once (about 30 min here the first time, with ``--jobs 2``; cached in the problems'
-   records after that, as ``compare.py`` caches its held-out runs).
+   score seeds once (about 20 min the first time, with ``--jobs 2``, on 2026-12-03's AVX-512 machine, as
+   the references' score seeds were; cached in the problems' records after that, as ``compare.py``
+   caches its held-out runs).
 
     python benchmarks/floors.py        # seconds, from the cached grids and the last test-fold table
 """
