@@ -97,7 +97,9 @@ class StudyConfig:
     # "full": every dimension of each optimizer's space; "lr": learning rate only; or the user's own
     # ranges per optimizer and dimension, e.g. {"adam": {"lr": [1e-4, 1e-1]}, "*": {"schedule": [...]}}
     space: str | Mapping[str, Mapping[str, Any]] = "full"
-    refine_after: int = 8  # portfolio entries trained before the learning-rate line search starts
+    # portfolio entries trained before the learning-rate line search starts; None: 8, or where a budget of
+    # 5 to 9 runs would leave the line search nothing, so many that its last 2 runs go to it
+    refine_after: int | None = None
     refine_lr: bool = True  # line search on the learning rate around the best configuration so far
     n_jobs: int = 1  # trials at once
     parallel: str = "processes"  # n_jobs > 1: forked worker processes sharing the storage, or "threads"
@@ -139,7 +141,8 @@ class StudyConfig:
         _finite_number("tolerance", self.tolerance, "in [0, 1) (a fraction of the best loss)", lambda v: 0 <= v < 1)
         _finite_number("val_fraction", self.val_fraction, "between 0 and 1", lambda v: 0 < v < 1)
         _finite_number("divergence_factor", self.divergence_factor, "a finite number above 1", lambda v: v > 1)
-        _positive_int("refine_after", self.refine_after)
+        if self.refine_after is not None:
+            _positive_int("refine_after", self.refine_after)
         if self.memory_budget is not None and self.memory_budget <= 0:
             raise ValueError(f"memory_budget must be positive but got {self.memory_budget!r}.")
         _choice("sampler", self.sampler, SAMPLERS, "optuna.samplers.BaseSampler")

@@ -49,14 +49,16 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, **settings: Any) -
 
 def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0,
                  pool: str = "portfolio", first_rung: int | None = None, allowance: float = 0.0,
-                 refine_after: int = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
+                 refine_after: int | None = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
                  shrink: bool = False, entries: str = "portfolio", steady: bool = False) -> tuple[Config | None, Replay]:
     """One study, as ``study``, with its replay (what it trained, how far) beside the recommendation.
     ``shade``: a race winner whose curve turned up is recommended a step lower
     (``recommendation/shading.py``); ``shrink``: the losses chosen by are shrunk by their curves' noise
     (``recommendation/shrinkage.py``); ``entries``: the list trained to the end (a pool of ``pool_of``'s:
     "portfolio", or one looked up by what the model shows before training); ``steady``: an erratic winner
-    gives way to the next choice whose expected loss is lower (``recommendation/steadiness.py``)."""
+    gives way to the next choice whose expected loss is lower (``recommendation/steadiness.py``);
+    ``refine_after``: the entries before the line search, None for autoopt's rule by budget
+    (``search/strategy.py``'s ``entries_before_line_search``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
@@ -78,6 +80,10 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
                 scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])),
                                 key=lambda t: (t[0], t[1]))
                 alive = [c for _, _, c in scored]
+    if refine_after is None:
+        from autoopt.search.strategy import entries_before_line_search
+
+        refine_after = entries_before_line_search(budget)
     _portfolio_and_line_search(rep, pool_of(entries, grid, ctx, 1), refine_after, line_first)
     scores = shrunk(rep) if shrink else rep.finals()
     chosen = choose(rep, rule, finals=scores)
@@ -192,7 +198,7 @@ def autoopt_settings(budget: float) -> dict[str, Any]:
     """What autoopt runs at ``budget`` TRE: below 2 TRE the short race (``SHIPPED``), from 2 to 3
     successive halving over the general list (``TODAY``'s race), from 3 no race (the race's settings do
     nothing there); the shading of an overfitting race winner, the noise-aware choice and the steadiness
-    rule at every budget (each acts only where it applies).
+    rule at every budget (each acts only where it applies), and the line search's start by budget.
 
     >>> autoopt_settings(1)["first_rung"], autoopt_settings(2)["first_rung"]
     (1, None)
@@ -200,7 +206,7 @@ def autoopt_settings(budget: float) -> dict[str, Any]:
     from autoopt.search.race import SHORT_BELOW
 
     race = SHIPPED if budget < SHORT_BELOW else TODAY
-    return {**race, "shade": True, "shrink": True, "steady": True}
+    return {**race, "shade": True, "shrink": True, "steady": True, "refine_after": None}
 
 
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),
@@ -210,7 +216,8 @@ CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "
 def variants() -> list[dict[str, Any]]:
     out = [dict(TODAY), {**TODAY, "shade": True}, {**SHIPPED, "shade": True},
            {**TODAY, "shrink": True}, {**TODAY, "shade": True, "shrink": True},
-           {**SHIPPED, "shade": True, "shrink": True}, {**TODAY, "shrink": True, "steady": True}]
+           {**SHIPPED, "shade": True, "shrink": True}, {**TODAY, "shrink": True, "steady": True},
+           {**TODAY, "shrink": True, "steady": True, "refine_after": None}]
     # looking before spending on the runs trained to the end too: entries learned with the problem's own
     # task weighted (measured, not shipped: see benchmarks/README.md)
     out += [{**TODAY, "shrink": True, "entries": f"task{w}"} for w in (2, 3)]
@@ -222,6 +229,9 @@ def variants() -> list[dict[str, Any]]:
 def label(v: dict[str, Any]) -> str:
     if v == TODAY:
         return "today (autoopt as it was)"
+    if "refine_after" in v:
+        return label({k: x for k, x in v.items() if k != "refine_after"}) + (
+            ", line search last 2" if v["refine_after"] is None else f", line search after {v['refine_after']}")
     if v.get("entries", "portfolio") != "portfolio":
         return label({k: x for k, x in v.items() if k != "entries"}) + f", entries {v['entries']}"
     for key, word in (("steady", "steadied"), ("shrink", "shrunk"), ("shade", "shaded")):  # the choice's rules, named after the search's
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for budget in args.budgets:
         rows = []
         for v in variants():
-            search = {k: x for k, x in v.items() if k not in ("shade", "shrink", "entries", "steady")}
+            search = {k: x for k, x in v.items() if k not in ("shade", "shrink", "entries", "steady", "refine_after")}
             if budget >= v["race_below"] and (v.get("shade") or search != TODAY and (
                     v["pool"], v["first_rung"], v["allowance"]) != ("probe", 1, 0.0)):
                 continue  # no race at this budget: the settings of the race (and its shading) do not matter

@@ -87,6 +87,15 @@ def test_a_larger_budget_walks_the_learning_rate_of_the_best_entry(blobs):
     assert report.cost <= 6
 
 
+def test_a_budget_of_five_to_nine_runs_keeps_its_last_two_for_the_line_search(blobs):
+    report = autoopt.tune(mlp(4, 3), blobs, epochs=3, budget=5, **FAST)
+    purposes = list(report.trials["purpose"])
+    assert purposes[:3] == ["portfolio"] * 3 and set(purposes[3:]) == {"refine"} and len(purposes) == 5
+    best = report.trials.iloc[:3].loc[report.trials.iloc[:3]["final_val_loss"].idxmin()]
+    assert report.trials.iloc[3]["optimizer"] == best["optimizer"]  # the steps walk the best entry's rate
+    assert set(autoopt.tune(mlp(4, 3), blobs, epochs=3, budget=4, **FAST).trials["purpose"]) == {"portfolio"}
+
+
 def test_re_running_a_finished_study_trains_nothing(blobs, tmp_path):
     common = dict(epochs=3, budget=4, storage=f"sqlite:///{tmp_path}/s.db", study_name="again", **FAST)
     first = autoopt.tune(mlp(4, 3), blobs, **common)
