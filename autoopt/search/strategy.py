@@ -69,10 +69,10 @@ def entries_before_line_search(runs: float | None, refine_after: int | None = No
 
     Decided on the development fold (``benchmarks/first_answers.py``, rows "line search last 2";
     leave-fold-out, averaged over 3, 4, 5, 6, 8, 11 and 33 folds, paired against 8 entries first): 5 runs
-    18.6% -> 16.5% mean regret (-2.1 +- 1.3 points, 16 problems better, 9 worse; worse at 1 split of 7),
+    18.6% -> 16.5% mean regret (-2.1 +- 1.3 points, 16 problems better, 9 worse; better at 5 splits of 7),
     6 runs -3.0 +- 1.6, 7 runs -3.4 +- 1.4, 8 runs -3.2 +- 1.6, 9 runs -3.6 +- 2.3. At 4 runs, 2 or 3
-    entries before the line search lost up to 29 points (3 entries: 1 to 6 points at every split
-    measured). From 10 runs up this is the 8 entries it was.
+    entries before the line search lost up to 29 points (3 entries: 1 to 6 points at each of 4, 6 and
+    8 folds). From 10 runs up this is the 8 entries it was.
 
     >>> [entries_before_line_search(b) for b in (3, 4, 5, 6.5, 9, 10, 20, None)]
     [8, 8, 3, 4, 7, 8, 8, 8]
