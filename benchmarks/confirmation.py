@@ -6,7 +6,9 @@ see, so a confirmation replayed on that seed would be scored on the run that con
 script trains a third seed (grid seed 2, never scored on) of every configuration a study of 3-6 runs
 can train to the end, the first ``ENTRIES`` entries of the portfolio learned at any split, and replays:
 
-- ``shipped``: autoopt's study of B runs (``first_answers.autoopt_settings``);
+- ``entries``: autoopt's study of B runs (``first_answers.autoopt_settings``) training portfolio entries
+  only, as autoopt did at 3-9 runs when this was measured (``ENTRIES_ONLY``: the third seed covers the
+  entries, not the line search's steps that a 5-9 run study now takes at its end);
 - a study of B - 1 runs whose winner is then trained on seed 2 (the B-th run), and
   - ``keep``: recommended whatever seed 2 gave (the confirmation only steadies the reported loss);
   - ``rerank``: the choice re-made with the winner's loss the mean of its two seeds' final losses;
@@ -38,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV  # noqa: E402
-from early_budget import GRID_SEEDS, contexts, load_grids  # noqa: E402
+from early_budget import GRID_SEEDS, contexts, load_grids, loss_at  # noqa: E402
 from first_answers import autoopt_settings, choose, replay_study, shrunk  # noqa: E402
 from grid_cache import evaluate, lr_of, params_of  # noqa: E402
 from simulate import Config, Grid  # noqa: E402
@@ -51,6 +53,9 @@ ENTRIES = 6  # a 6-run study trains at most the portfolio's first 6 entries to t
 SPLITS = (3, 4, 6, 8, 11, 33)  # every split first_answers.py is run at
 MODES = ("keep", "rerank", "rerank-tail", "switch")
 SWITCH_RATIO = 1.25
+#: Entries before the line search in both studies compared: 8, which a budget under 10 runs never
+#: reaches, so both train portfolio entries only, the configurations the third seed was trained for.
+ENTRIES_ONLY = {"refine_after": 8}
 
 Third = dict[str, dict[str, dict[str, Any]]]  # problem -> "optimizer|k" -> run
 
@@ -80,31 +85,26 @@ def collect(grids: dict[str, Grid], jobs: int) -> Third:
     return have
 
 
-def _final(run: dict[str, Any] | None) -> float:
-    if run is None or run["outcome"] != "completed" or run["curve"][-1] is None:
-        return math.inf
-    return float(run["curve"][-1])
-
-
 def _tail(run: dict[str, Any] | None, epochs: int) -> float:
     if run is None or run["outcome"] != "completed" or None in run["curve"][:epochs]:
         return math.nan
     return expected_final_loss([run["curve"][:epochs]])
 
 
-def shipped(grid: Grid, seed: int, budget: float, ctx: Any, third: Third) -> tuple[Config | None, float, float]:
-    """autoopt's study: the recommendation, its cost in TRE and the loss it reports."""
-    chosen, rep = replay_study(grid, seed, budget, ctx, **autoopt_settings(budget))
+def entries(grid: Grid, seed: int, budget: float, ctx: Any, third: Third) -> tuple[Config | None, float, float]:
+    """autoopt's study training entries only: the recommendation, its cost in TRE and the loss it reports."""
+    chosen, rep = replay_study(grid, seed, budget, ctx, **{**autoopt_settings(budget), **ENTRIES_ONLY})
     return chosen, rep.tre(), _tail(rep.run(chosen) if chosen else None, grid.epochs)
 
 
 def confirmed(grid: Grid, seed: int, budget: float, ctx: Any, third: Third, mode: str) -> tuple[Config | None, float, float]:
     """A study of ``budget`` - 1 runs (no race), its winner trained again on the third seed."""
-    settings = {**autoopt_settings(budget), "race_below": 0}
+    settings = {**autoopt_settings(budget), **ENTRIES_ONLY, "race_below": 0}
     chosen, rep = replay_study(grid, seed, budget - 1, ctx, **settings)
     if chosen is None:
         return None, rep.tre(), math.nan
     again = third[grid.name][f"{chosen[0]}|{chosen[1]}"]
+    E = grid.epochs
     cost = rep.tre() + again["epochs"] / grid.epochs
     tails = [_tail(rep.run(chosen), grid.epochs), _tail(again, grid.epochs)]
     both = float(np.mean(tails)) if all(math.isfinite(t) for t in tails) else tails[0]
@@ -112,11 +112,11 @@ def confirmed(grid: Grid, seed: int, budget: float, ctx: Any, third: Third, mode
         return chosen, cost, both
     scores = dict(shrunk(rep) if settings["shrink"] else rep.finals())
     if mode == "rerank":
-        scores[chosen] = (scores[chosen] + _final(again)) / 2
+        scores[chosen] = (scores[chosen] + loss_at(again, E)) / 2
     elif mode == "rerank-tail":
         scores = {c: _tail(rep.run(c), grid.epochs) for c in scores}
         scores[chosen] = both
-    elif mode == "switch" and not _final(again) <= SWITCH_RATIO * rep.finals()[chosen]:
+    elif mode == "switch" and not loss_at(again, E) <= SWITCH_RATIO * rep.finals()[chosen]:
         scores[chosen] = math.inf
     scores = {c: v for c, v in scores.items() if math.isfinite(v)}
     if not scores:
@@ -135,7 +135,7 @@ def score(study: Callable[..., tuple[Config | None, float, float]], grids: dict[
             for seed in GRID_SEEDS:
                 rec, cost, reported = study(grid, seed, budget, ctxs[name], third)
                 per.setdefault(name, []).append(grid.regret_on(rec, 1 - seed))
-                other = _final(grid.runs.get((rec[0], rec[1], 1 - seed))) if rec else math.inf
+                other = loss_at(grid.runs.get((rec[0], rec[1], 1 - seed)), grid.epochs) if rec else math.inf
                 reproduced.append(math.isfinite(reported) and math.isfinite(other) and abs(other / reported - 1) <= 0.25)
                 costs.append(cost)
     return {"per": {n: float(np.mean(v)) for n, v in per.items()}, "reproduces": float(np.mean(reproduced)),
@@ -150,7 +150,7 @@ def fixed_configs(grids: dict[str, Grid], third: Third) -> str:
         for key, run in third[name].items():
             optimizer, k = key.split("|")
             a, b = (grid.runs.get((optimizer, int(k), s)) for s in GRID_SEEDS)
-            fa, fb, f2 = _final(a), _final(b), _final(run)
+            fa, fb, f2 = (loss_at(r, grid.epochs) for r in (a, b, run))
             if math.isfinite(fa) and math.isfinite(fb) and math.isfinite(f2):
                 one.append(abs(fb / fa - 1) <= 0.25)
                 two.append(abs(fb / ((fa + f2) / 2) - 1) <= 0.25)
@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(grids)} development problems; leave-fold-out at cv = {list(cvs)}, averaged; regret on the grid seed "
           "the search did not see; paired against autoopt's study of the same budget")
     for budget in args.budgets:
-        base = score(shipped, grids, budget, third, cvs)
+        base = score(entries, grids, budget, third, cvs)
         mean = np.mean(list(base["per"].values()))
-        print(f"\n{budget:g} TRE  {'shipped':<12} {mean:6.1%}  reproduces {base['reproduces']:.1%}  spent {base['tre']:.2f}")
+        print(f"\n{budget:g} TRE  {'entries':<12} {mean:6.1%}  reproduces {base['reproduces']:.1%}  spent {base['tre']:.2f}")
         for mode in MODES:
             r = score(lambda *a, mode=mode: confirmed(*a, mode=mode), grids, budget, third, cvs)
             d = np.array([r["per"][n] - base["per"][n] for n in r["per"]])

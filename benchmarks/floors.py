@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -54,7 +55,10 @@ def within(a: np.ndarray, b: np.ndarray, tol: float = 0.25) -> np.ndarray:
     return np.abs(b - a) <= tol * a
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1, help="workers for item 6's score-seed runs not cached yet")
+    args = parser.parse_args(argv)
     result = json.loads(RESULT.read_text())
     singles = []
     print("Seed noise of the test fold's references (std / mean over the 5 score seeds):")
@@ -81,7 +85,7 @@ def main() -> int:
           ", ".join(f"{n} {v:+.1%}" for v, n in grid[:3]))
     race_oracle()
     choice_oracle()
-    test_choice_oracle(result, jobs=int(sys.argv[sys.argv.index("--jobs") + 1]) if "--jobs" in sys.argv else 1)
+    test_choice_oracle(result, jobs=args.jobs)
     return 0
 
 
@@ -112,9 +116,10 @@ def test_choice_oracle(result: dict, budgets: tuple[float, ...] = (3, 5, 10, 20)
             out.setdefault(grid_point(optimizer, dict(params)["lr"]), {}).update(runs)
         return out
 
+    held = {name: scored(name) for name in records}
     todo = {}
     for run in searches:
-        have = scored(run["problem"])
+        have = held[run["problem"]]
         for optimizer, k in full_runs(run):
             params = params_of(optimizer, lr_of(k))
             todo.update({(run["problem"], config_key(optimizer, params), s): (run["problem"], optimizer, params, s)
@@ -126,12 +131,13 @@ def test_choice_oracle(result: dict, budgets: tuple[float, ...] = (3, 5, 10, 20)
                 records[name]["heldout"].setdefault(key, {})[str(seed)] = loss
         for name in {k[0] for k in todo}:
             save(records[name])
+            held[name] = scored(name)
     refs = {name: reference(records[name])["losses"] for name in records}
     for budget in budgets:
         own: dict[str, list[float]] = {}
         best: dict[str, list[float]] = {}
         for run in (r for r in searches if r["budget"] == budget):
-            name, have = run["problem"], scored(run["problem"])
+            name, have = run["problem"], held[run["problem"]]
             regrets = [score([have[c][str(s)] for s in SCORE_SEEDS], refs[name])["regret"] for c in full_runs(run)]
             own.setdefault(name, []).append(run["score"]["regret"])
             best.setdefault(name, []).append(min(regrets, default=math.inf))
