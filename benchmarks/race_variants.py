@@ -1,0 +1,153 @@
+"""Three more ways to spend a small budget, replayed on the development fold against the shipped strategy
+(issue 20; measured 2026-12-03, none shipped):
+
+1. **A race ranked toward lower rates** (1 and 2 TRE): at every rung before the last, a member's loss
+   is scored as log(loss) + lam x (its rate's grid step - its family's median best step on the
+   training folds), so that a fast, high rate must lead by more to go on (the short-horizon bias
+   measured in ``early_budget.py`` favours high rates).
+2. **The race's keep rate** (1 and 1.5 TRE): the best half or quarter going on at each rung instead of
+   the best third (``search/race.py``'s ``RACE_RATE``).
+3. **A race, then the line search** (3, 4 and 5 TRE): a race over part of the budget (successive
+   halving, or the short race from a 1-epoch rung), then 0 or 1 portfolio entries and the learning-rate
+   line search around the best with the rest, instead of the entries trained to the end.
+
+Scored as ``first_answers.py`` scores (the choice's final loss on the other grid seed), lists learned
+leave-fold-out, averaged over the splits given (each split's mean shown after the row).
+
+    python benchmarks/race_variants.py                 # seconds
+    python benchmarks/race_variants.py --cvs 3 5 11    # other splits
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import first_answers as fa  # noqa: E402
+from corpus import DEV  # noqa: E402
+from early_budget import HEADER, Context, Replay, choose, contexts, evaluate, load_grids, plan, pool_of, row  # noqa: E402
+from simulate import Config, Grid  # noqa: E402
+
+
+def family_median_step(ctx: Context) -> dict[str, float]:
+    """Per family, the median grid step of its best rate over the training folds' grids."""
+    def make() -> dict[str, float]:
+        steps: dict[str, list[int]] = {}
+        for grid in ctx.train:
+            for family in {c[0] for c in grid.means}:
+                finite = {c: v for c, v in grid.means.items() if c[0] == family and math.isfinite(v)}
+                if finite:
+                    steps.setdefault(family, []).append(min(finite, key=finite.get)[1])
+        return {f: float(np.median(v)) for f, v in steps.items()}
+
+    return ctx.get(("family_median_step",), make)
+
+
+def tilted(grid: Grid, seed: int, budget: float, ctx: Context, lam: float) -> tuple[Config | None, float]:
+    """The shipped study, its race ranked by log(loss) + lam x (step - the family's median best step)."""
+    median = family_median_step(ctx)
+    plain = Replay.advance
+
+    def advance(rep: Replay, c: Config, e: int) -> float:
+        v = plain(rep, c, e)
+        if e < rep.E and math.isfinite(v) and v > 0:  # a rung of the race; full runs are not ranked here
+            return math.exp(math.log(v) + lam * (c[1] - median.get(c[0], c[1])))
+        return v
+
+    Replay.advance = advance
+    try:
+        chosen, rep = fa.replay_study(grid, seed, budget, ctx, **fa.autoopt_settings(budget))
+    finally:
+        Replay.advance = plain
+    return chosen, rep.tre()
+
+
+def kept_rate(grid: Grid, seed: int, budget: float, ctx: Context, rate: int) -> tuple[Config | None, float]:
+    """The shipped study with 1/``rate`` of the race going on at each rung."""
+    shipped, fa.RATE = fa.RATE, rate
+    try:
+        return fa.study(grid, seed, budget, ctx, **fa.autoopt_settings(budget))
+    finally:
+        fa.RATE = shipped
+
+
+def race_then_line(grid: Grid, seed: int, budget: float, ctx: Context, race_tre: float, rung: int | None,
+                   entries: int) -> tuple[Config | None, float]:
+    """A race over ``race_tre`` TRE of the portfolio, then ``entries`` entries and the line search."""
+    E = grid.epochs
+    rep = Replay(grid, seed, budget)
+    racers = pool_of("portfolio", grid, ctx, rung or 1)[:fa.RACE_MAX]
+
+    def race_plan(n: int) -> tuple[list[int], list[int], int]:
+        return plan(n, E, rung, fa.RATE) if rung else fa._halving(n, E)
+
+    n = 1
+    while n < len(racers) and race_plan(n + 1)[2] <= race_tre * E + 1e-9:
+        n += 1
+    if n >= 2:
+        sizes, rungs, _ = race_plan(n)
+        alive = list(racers[:n])
+        for size, epoch in zip(sizes, rungs):
+            scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])), key=lambda t: (t[0], t[1]))
+            alive = [c for _, _, c in scored]
+    fa._portfolio_and_line_search(rep, pool_of("portfolio", grid, ctx, 1), entries, 1)
+    scores = fa.shrunk(rep)
+    return fa.steadied(rep, "smooth", scores, choose(rep, "smooth", finals=scores)), rep.tre()
+
+
+Strategy = Callable[[Grid, int, float, Context], tuple[Config | None, float]]
+
+
+def variants(budget: float) -> list[tuple[str, Strategy]]:
+    out: list[tuple[str, Strategy]] = []
+    if budget < 3:
+        out += [(f"race ranked toward lower rates, lam {lam}", lambda g, s, b, c, lam=lam: tilted(g, s, b, c, lam))
+                for lam in (0.03, 0.06, 0.1, 0.15)]
+    if budget < 2:
+        out += [(f"race keeps 1/{rate} at each rung", lambda g, s, b, c, rate=rate: kept_rate(g, s, b, c, rate))
+                for rate in (2, 4)]
+    if budget >= 3:
+        for race_tre in (1.25, 1.5, 2.0, 2.5):
+            for rung in (None, 1):
+                for entries in (0, 1):
+                    if race_tre <= budget - 1 + 1e-9:
+                        out.append((f"race {race_tre:g} TRE ({'halving' if rung is None else 'rung 1'}), {entries} entries, line",
+                                    lambda g, s, b, c, r=race_tre, u=rung, e=entries: race_then_line(g, s, b, c, r, u, e)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cvs", nargs="*", type=int, default=[4, 6, 8])
+    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 1.5, 2, 3, 4, 5])
+    args = parser.parse_args(argv)
+    grids = load_grids(list(DEV))
+    ctxs = {cv: contexts(grids, cv) for cv in args.cvs}
+    print(f"{len(grids)} development problems; scored at cv = {args.cvs}, averaged (then each split's mean)")
+
+    def cell(strategy: Strategy, budget: float) -> tuple[dict[str, Any], str]:
+        cells = [evaluate(strategy, grids, ctx, budget) for ctx in ctxs.values()]
+        avg = {k: float(np.mean([c[k] for c in cells])) for k in ("mean", "capped", "worst", "tre", "median")}
+        per = {n: float(np.mean([c["per"][n] for c in cells])) for n in cells[0]["per"]}
+        return {**cells[0], **avg, "per": per}, " ".join(f"{c['mean']:.1%}" for c in cells)
+
+    for budget in args.budgets:
+        base, splits = cell(lambda g, s, b, c: fa.study(g, s, b, c, **fa.autoopt_settings(b)), budget)
+        print(f"\nbudget {budget:g} TRE{HEADER[2 + 52:]}")
+        print(row("shipped", base, base), splits)
+        for name, strategy in variants(budget):
+            r, splits = cell(strategy, budget)
+            print(row(name, r, base), splits)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
