@@ -1,4 +1,4 @@
-"""Three more ways to spend a small budget, replayed on the development fold against the shipped strategy
+"""Four more ways to spend a small budget, replayed on the development fold against the shipped strategy
 (issue 20; measured 2026-12-03, none shipped):
 
 1. **A race ranked toward lower rates** (1 and 2 TRE): at every rung before the last, a member's loss
@@ -10,12 +10,17 @@
 3. **A race, then the line search** (3, 4 and 5 TRE): a race over part of the budget (successive
    halving, or the short race from a 1-epoch rung), then 0 or 1 portfolio entries and the learning-rate
    line search around the best with the rest, instead of the entries trained to the end.
+4. **The first three entries chosen jointly** (3, 5 and 10 TRE): the portfolio's first three, learned on
+   the training folds, are the triple (searched exhaustively) with the lowest mean best-of-three regret
+   (``oracle``), or with the lowest regret of the one of the three whose final loss is lowest on one grid
+   seed, scored on the other (``by one seed``), instead of three entries chosen one at a time
+   (``simulate.greedy_portfolio``); the rest of the list follows as before.
 
 Scored as ``first_answers.py`` scores (the choice's final loss on the other grid seed), lists learned
 leave-fold-out, averaged over the splits given (each split's mean shown after the row).
 
-    python benchmarks/race_variants.py                 # seconds
-    python benchmarks/race_variants.py --cvs 3 5 11    # other splits
+    python benchmarks/small_budget_variants.py                 # about a minute
+    python benchmarks/small_budget_variants.py --cvs 3 5 11    # other splits
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import first_answers as fa  # noqa: E402
 from corpus import DEV  # noqa: E402
-from early_budget import HEADER, Context, Replay, choose, contexts, evaluate, load_grids, plan, pool_of, row  # noqa: E402
-from simulate import Config, Grid  # noqa: E402
+from early_budget import CAP, HEADER, Context, Replay, choose, contexts, evaluate, load_grids, plan, pool_of, row  # noqa: E402
+from simulate import Config, Grid, candidate_configs  # noqa: E402
 
 
 def family_median_step(ctx: Context) -> dict[str, float]:
@@ -103,6 +108,52 @@ def race_then_line(grid: Grid, seed: int, budget: float, ctx: Context, race_tre:
     return fa.steadied(rep, "smooth", scores, choose(rep, "smooth", finals=scores)), rep.tre()
 
 
+def joint_triple(train: list[Grid], objective: str) -> list[Config]:
+    """The three candidate configurations best together on ``train`` (exhaustively over triples):
+    ``oracle``, the lowest mean of the best regret of the three; ``by one seed``, the lowest mean regret
+    on the other grid seed of the one whose final loss is lowest on a grid seed."""
+    pool = candidate_configs()
+    n = len(pool)
+    if objective == "oracle":
+        R = np.array([[min(g.regret(c), CAP) for g in train] for c in pool])
+        best = (math.inf, (0, 1, 2))
+        for a in range(n):
+            for b in range(a + 1, n - 1):
+                totals = np.minimum(np.minimum(R[a], R[b])[None, :], R[b + 1:]).mean(axis=1)
+                i = int(np.argmin(totals))
+                best = min(best, (float(totals[i]), (a, b, b + 1 + i)))
+        return [pool[i] for i in best[1]]
+    L = np.full((2, n, len(train)), np.inf)  # final loss on grid seed s (inf: diverged)
+    G = np.full((2, n, len(train)), CAP)  # regret on the other seed
+    for ci, c in enumerate(pool):
+        for pi, g in enumerate(train):
+            for s in (0, 1):
+                run = g.runs.get((c[0], c[1], s))
+                if run and run["outcome"] == "completed" and run["curve"][-1] is not None:
+                    L[s, ci, pi] = run["curve"][-1]
+                G[s, ci, pi] = min(g.regret_on(c, 1 - s), CAP)
+    best = (math.inf, (0, 1, 2))
+    for a in range(n):
+        for b in range(a + 1, n - 1):
+            low = np.minimum(L[:, a], L[:, b])
+            chosen = np.where(L[:, a] <= L[:, b], G[:, a], G[:, b])
+            totals = np.where(L[:, b + 1:] < low[:, None, :], G[:, b + 1:], chosen[:, None, :]).mean(axis=(0, 2))
+            i = int(np.argmin(totals))
+            best = min(best, (float(totals[i]), (a, b, b + 1 + i)))
+    return [pool[i] for i in best[1]]
+
+
+def with_joint_triple(objective: str) -> Callable[[Grid, int, float, Context], tuple[Config | None, float]]:
+    """The shipped study on a portfolio whose first three entries are ``joint_triple``'s."""
+    def strategy(grid: Grid, seed: int, budget: float, ctx: Context) -> tuple[Config | None, float]:
+        def make() -> Context:
+            triple = joint_triple(ctx.train, objective)
+            return Context(ctx.train, triple + [c for c in ctx.portfolio if c not in triple])
+        return fa.study(grid, seed, budget, ctx.get(("joint_triple", objective), make), **fa.autoopt_settings(budget))
+
+    return strategy
+
+
 Strategy = Callable[[Grid, int, float, Context], tuple[Config | None, float]]
 
 
@@ -121,13 +172,16 @@ def variants(budget: float) -> list[tuple[str, Strategy]]:
                     if race_tre <= budget - 1 + 1e-9:
                         out.append((f"race {race_tre:g} TRE ({'halving' if rung is None else 'rung 1'}), {entries} entries, line",
                                     lambda g, s, b, c, r=race_tre, u=rung, e=entries: race_then_line(g, s, b, c, r, u, e)))
+    if budget in (3, 5, 10):
+        out += [(f"first three entries chosen jointly, {objective}", with_joint_triple(objective))
+                for objective in ("oracle", "by one seed")]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cvs", nargs="*", type=int, default=[4, 6, 8])
-    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 1.5, 2, 3, 4, 5])
+    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 1.5, 2, 3, 4, 5, 10])
     args = parser.parse_args(argv)
     grids = load_grids(list(DEV))
     ctxs = {cv: contexts(grids, cv) for cv in args.cvs}
