@@ -50,7 +50,8 @@ def study(grid: Grid, seed: int, budget: float, ctx: Context, **settings: Any) -
 def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_below: float = 3.0,
                  pool: str = "portfolio", first_rung: int | None = None, allowance: float = 0.0,
                  refine_after: int | None = 8, line_first: int = 1, rule: str = "smooth", shade: bool = False,
-                 shrink: bool = False, entries: str = "portfolio", steady: bool = False) -> tuple[Config | None, Replay]:
+                 shrink: bool = False, entries: str = "portfolio", steady: bool = False,
+                 rate: int = RATE) -> tuple[Config | None, Replay]:
     """One study, as ``study``, with its replay (what it trained, how far) beside the recommendation.
     ``shade``: a race winner whose curve turned up is recommended a step lower
     (``recommendation/shading.py``); ``shrink``: the losses chosen by are shrunk by their curves' noise
@@ -58,7 +59,8 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
     "portfolio", or one looked up by what the model shows before training); ``steady``: an erratic winner
     gives way to the next choice whose expected loss is lower (``recommendation/steadiness.py``);
     ``refine_after``: the entries before the line search, None for autoopt's rule by budget
-    (``search/strategy.py``'s ``entries_before_line_search``)."""
+    (``search/strategy.py``'s ``entries_before_line_search``); ``rate``: 1 / ``rate`` of the race goes on at
+    each rung (``search/race.py``'s ``race_rate``)."""
     E = grid.epochs
     rep = Replay(grid, seed, budget)
     raced = False
@@ -66,7 +68,7 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
         racers = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
 
         def race_plan(n: int) -> tuple[list[int], list[int], int]:
-            return plan(n, E, first_rung, RATE) if first_rung else _halving(n, E)
+            return plan(n, E, first_rung, rate) if first_rung else _halving(n, E, rate)
 
         room = max(rep.budget_epochs, (1 + allowance) * E)
         n = 1
@@ -139,11 +141,11 @@ def shrunk(rep: Replay) -> dict[Config, float]:
                                                          [noise[c] ** 2 for c in configs])))}
 
 
-def _halving(n: int, epochs: int) -> tuple[list[int], list[int], int]:
+def _halving(n: int, epochs: int, rate: int = RATE) -> tuple[list[int], list[int], int]:
     """autoopt's race with no first rung: successive halving's rungs (``race.race_plan``)."""
     from autoopt.search.race import race_plan
 
-    return race_plan(n, epochs, None, RATE)
+    return race_plan(n, epochs, None, rate)
 
 
 def _fits(rep: Replay) -> bool:
@@ -197,16 +199,17 @@ SHIPPED = {"race_below": 3.0, "pool": "pretrained", "first_rung": 1, "allowance"
 def autoopt_settings(budget: float) -> dict[str, Any]:
     """What autoopt runs at ``budget`` TRE: below 2 TRE the short race (``SHIPPED``), from 2 to 3
     successive halving over the general list (``TODAY``'s race), from 3 no race (the race's settings do
-    nothing there); the shading of an overfitting race winner, the noise-aware choice and the steadiness
-    rule at every budget (each acts only where it applies), and the line search's start by budget.
+    nothing there), keeping 1 / ``race_rate(budget)`` of the race at each rung; the shading of an
+    overfitting race winner, the noise-aware choice and the steadiness rule at every budget (each acts
+    only where it applies), and the line search's start by budget.
 
-    >>> autoopt_settings(1)["first_rung"], autoopt_settings(2)["first_rung"]
-    (1, None)
+    >>> autoopt_settings(1)["first_rung"], autoopt_settings(2)["first_rung"], autoopt_settings(1.5)["rate"]
+    (1, None, 2)
     """
-    from autoopt.search.race import SHORT_BELOW
+    from autoopt.search.race import SHORT_BELOW, race_rate
 
     race = SHIPPED if budget < SHORT_BELOW else TODAY
-    return {**race, "shade": True, "shrink": True, "steady": True, "refine_after": None}
+    return {**race, "shade": True, "shrink": True, "steady": True, "refine_after": None, "rate": race_rate(budget)}
 
 
 CHOICES = {"pool": ("probe", "portfolio", "pretrained"), "first_rung": (1, 2), "allowance": (0.0, 0.25, 0.5), "race_below": (3, 4, 6),

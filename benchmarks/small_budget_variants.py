@@ -5,8 +5,9 @@
    is scored as log(loss) + lam x (its rate's grid step - its family's median best step on the
    training folds), so that a fast, high rate must lead by more to go on (the short-horizon bias
    measured in ``early_budget.py`` favours high rates).
-2. **The race's keep rate** (1 and 1.5 TRE): the best half or quarter going on at each rung instead of
-   the best third (``search/race.py``'s ``RACE_RATE``).
+2. **The race's keep rate** (1, 1.25, 1.5 and 1.75 TRE): the best half, third or quarter going on at
+   each rung, against the shipped one (``search/race.py``'s ``race_rate``: a half from 1.5 TRE, decided
+   here, a third below).
 3. **A race, then the line search** (3, 4 and 5 TRE): a race over part of the budget (successive
    halving, or the short race from a 1-epoch rung), then 0 or 1 portfolio entries and the learning-rate
    line search around the best with the rest, instead of the entries trained to the end.
@@ -77,11 +78,7 @@ def tilted(grid: Grid, seed: int, budget: float, ctx: Context, lam: float) -> tu
 
 def kept_rate(grid: Grid, seed: int, budget: float, ctx: Context, rate: int) -> tuple[Config | None, float]:
     """The shipped study with 1/``rate`` of the race going on at each rung."""
-    shipped, fa.RATE = fa.RATE, rate
-    try:
-        return fa.study(grid, seed, budget, ctx, **fa.autoopt_settings(budget))
-    finally:
-        fa.RATE = shipped
+    return fa.study(grid, seed, budget, ctx, **{**fa.autoopt_settings(budget), "rate": rate})
 
 
 def race_then_line(grid: Grid, seed: int, budget: float, ctx: Context, race_tre: float, rung: int | None,
@@ -164,7 +161,7 @@ def variants(budget: float) -> list[tuple[str, Strategy]]:
                 for lam in (0.03, 0.06, 0.1, 0.15)]
     if budget < 2:
         out += [(f"race keeps 1/{rate} at each rung", lambda g, s, b, c, rate=rate: kept_rate(g, s, b, c, rate))
-                for rate in (2, 4)]
+                for rate in (2, 3, 4) if rate != fa.autoopt_settings(budget)["rate"]]
     if budget >= 3:
         for race_tre in (1.25, 1.5, 2.0, 2.5):
             for rung in (None, 1):
@@ -181,7 +178,7 @@ def variants(budget: float) -> list[tuple[str, Strategy]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cvs", nargs="*", type=int, default=[4, 6, 8])
-    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 1.5, 2, 3, 4, 5, 10])
+    parser.add_argument("--budgets", nargs="*", type=float, default=[1, 1.25, 1.5, 1.75, 2, 3, 4, 5, 10])
     args = parser.parse_args(argv)
     grids = load_grids(list(DEV))
     ctxs = {cv: contexts(grids, cv) for cv in args.cvs}

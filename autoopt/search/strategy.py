@@ -48,7 +48,7 @@ from ..training.initialization import looks_trained
 from ..training.setup import TrainingSetup
 from .line_search import line_search
 from .portfolio import portfolio_candidates, run_portfolio
-from .race import RACE_BELOW, race_pool, race_shape, run_race
+from .race import RACE_BELOW, race_pool, race_rate, race_shape, run_race
 from .reevaluation import enqueue_reevaluations
 from .runner import StudyRunner, Workers
 
@@ -103,7 +103,8 @@ def run_strategy(study: Any, specs: list[OptimizerSpec], setup: TrainingSetup, c
             race_budget = config.total_budget - config.reevaluation_cost
             first_rung, race_epochs = race_shape(race_budget, config.epochs)
             pool = race_pool(race_budget, looks_trained(setup.template))  # the list goes with the race's shape
-            run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung, pool=pool)
+            run_race(runner, portfolio_candidates(specs, pool), "race", race_epochs, first_rung=first_rung, pool=pool,
+                     rate=race_rate(race_budget))
         runner.run_queued("race")  # members of a race that a killed process left queued
         runner.run_queued(None)  # re-runs of killed or interrupted trials, then anything else left queued
         runs = None if config.total_budget is None else config.total_budget - config.reevaluation_cost

@@ -47,13 +47,15 @@ def test_a_small_budget_races_the_portfolio_by_successive_halving(blobs):
     assert list(zip(trials["optimizer"], trials["lr"])) == [(c.optimizer, c.lr) for c in first]
 
 
-def test_a_budget_of_one_run_races_from_one_epoch_and_spends_at_most_a_quarter_run_more(blobs):
-    report = autoopt.tune(mlp(4, 3), blobs, epochs=9, budget=1, **FAST)
+@pytest.mark.parametrize("budget,room,rate", [(1, 1.25, 3), (1.5, 1.5, 2)])
+def test_a_budget_under_two_runs_races_from_one_epoch_within_its_room(blobs, budget, room, rate):
+    """One run spends at most a quarter run more; from 1.5 runs the best half go on at each rung."""
+    report = autoopt.tune(mlp(4, 3), blobs, epochs=9, budget=budget, **FAST)
     trials = report.trials
     n = len(trials)
-    sizes, rungs, total = race_plan(n, 9, first_rung=1, rate=3)
+    sizes, rungs, total = race_plan(n, 9, first_rung=1, rate=rate)
     assert rungs[0] == 1 and n > 1 and set(trials["purpose"]) == {"race"}
-    assert total <= 1.25 * 9 < race_plan(n + 1, 9, first_rung=1, rate=3)[2]
+    assert total <= room * 9 < race_plan(n + 1, 9, first_rung=1, rate=rate)[2]
     assert report.cost == pytest.approx(total / 9) and (trials["outcome"] == "completed").sum() == 1
     assert "look already trained" not in report.recommendation.explanation  # a fresh model races the general list
     assert sorted(trials["epochs"].value_counts().items()) == sorted(
