@@ -135,13 +135,13 @@ def test_choice_oracle(result: dict, budgets: tuple[float, ...] = (3, 5, 10, 20)
     from concurrent.futures import ProcessPoolExecutor
 
     from compare import _heldout_job, score
-    from grid_cache import SCORE_SEEDS, config_key, load, lr_of, params_of, reference, save
+    from grid_cache import SCORE_SEEDS, config_key, k_of, load, lr_of, params_of, reference, save
 
     records = {name: load(name) for name in result["problems"]}
     searches = [r for r in result["runs"] if r["method"] == "autoopt" and r["budget"] in budgets and r.get("trials")]
 
     def grid_point(optimizer: str, lr: float) -> tuple[str, int]:
-        return optimizer, round(3 * math.log10(lr))
+        return optimizer, k_of(lr)
 
     def full_runs(run: dict) -> set[tuple[str, int]]:
         epochs = max(t[4] for t in run["trials"])  # a run trained to the end: the study's epochs

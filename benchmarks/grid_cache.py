@@ -53,6 +53,11 @@ def lr_of(k: int) -> float:
     return float(10.0 ** (k / 3.0))
 
 
+def k_of(lr: float) -> int:
+    """The grid step nearest ``lr`` (``lr_of``'s inverse): a third of a decade per step."""
+    return round(3 * math.log10(lr))
+
+
 def params_of(optimizer: str, lr: float) -> dict[str, Any]:
     from autoopt.optimizers.registry import get_spec
 

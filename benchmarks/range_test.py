@@ -35,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEV, PROBLEMS  # noqa: E402
 from early_budget import load_grids  # noqa: E402
+from grid_cache import k_of, lr_of  # noqa: E402
+
+from autoopt.search.portfolio import load_portfolio  # noqa: E402
 
 RESULT = Path(__file__).resolve().parent / "results" / "range_test-dev.json"
 FAMILIES = ("adamw", "adam", "momentum", "sgd", "rmsprop", "muon")
@@ -45,8 +48,14 @@ BETA = 0.98  # the loss's moving average, as fastai and Lightning
 STOP_FACTOR = 4.0  # a sweep stops once the smoothed loss passes this multiple of its best
 CAP = 1.0
 OFFSETS = range(-6, 3)  # grid steps (a third of a decade) added to the read rate
-#: The portfolio's entry for each family (``autoopt/search/portfolio.json``'s first of that family).
-PORTFOLIO_K = {"adamw": -6, "momentum": -8, "adam": -3, "muon": -6}
+
+
+def portfolio_steps() -> dict[str, int]:
+    """Each family's first entry in the shipped portfolio (``autoopt/search/portfolio.json``), as a grid step."""
+    steps: dict[str, int] = {}
+    for entry in load_portfolio()["entries"]:
+        steps.setdefault(entry["optimizer"], k_of(entry["lr"]))
+    return steps
 
 
 def smoothed(losses: list[float]) -> np.ndarray:
@@ -79,6 +88,7 @@ def sweep(name: str, seed: int, steps: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(seed)
         batches = iter(setup.split.train.batches(setup.batch_size, generator))
         lrs, losses = [], []
+        average, lowest = 0.0, math.inf  # ``smoothed``'s running average, kept as the sweep goes
         for i in range(steps):
             lr = low * (high / low) ** (i / (steps - 1))
             for group in optimizer.param_groups:  # Muon's AdamW groups keep adamw_lr, as in its grid
@@ -98,8 +108,10 @@ def sweep(name: str, seed: int, steps: int) -> dict[str, Any]:
             optimizer.step()
             lrs.append(lr)
             losses.append(value)
-            sm = smoothed(losses)
-            if sm[-1] > STOP_FACTOR * sm.min():
+            average = BETA * average + (1 - BETA) * value
+            now = average / (1 - BETA ** (i + 1))
+            lowest = min(lowest, now)
+            if now > STOP_FACTOR * lowest:
                 break
         out[family] = suggestions(lrs, losses)
     return out
@@ -150,20 +162,21 @@ def report() -> None:
           f"{np.median(cost):.2f} TRE (median; up to {max(cost):.2f}) per family")
     print("mean regret on the other grid seed (capped at 100%; rates outside the grid count 100%, how many in brackets)\n")
     print(f"  {'family':<9} {'range test, best rule and offset':<34} {'best fixed rate':<18} portfolio's rate")
+    entries = portfolio_steps()
     for family in FAMILIES:
         options = []
         for rule in ("min", "steep"):
             for d in OFFSETS:
                 def pick(name: str, seed: int, rule: str = rule, d: int = d) -> tuple[str, int] | None:
                     lr = sweeps[f"{name}|{seed}"][family][rule]
-                    return None if lr is None else (family, round(3 * math.log10(lr)) + d)
+                    return None if lr is None else (family, k_of(lr) + d)
                 m, outside = mean_over_problems(pick)
                 options.append((m, f"{rule} {d:+d} steps", outside))
         m, how, outside = min(options)
         fixed = min((mean_over_problems(lambda n, s, k=k: (family, k))[0], k) for k in range(-15, 4))
-        entry = (f"{mean_over_problems(lambda n, s: (family, PORTFOLIO_K[family]))[0]:6.1%} (lr {10 ** (PORTFOLIO_K[family] / 3):.2g})"
-                 if family in PORTFOLIO_K else "-")
-        print(f"  {family:<9} {m:6.1%} ({how}, {outside:2d} outside)    {fixed[0]:6.1%} (lr {10 ** (fixed[1] / 3):.2g})   {entry}")
+        entry = (f"{mean_over_problems(lambda n, s: (family, entries[family]))[0]:6.1%} (lr {lr_of(entries[family]):.2g})"
+                 if family in entries else "-")
+        print(f"  {family:<9} {m:6.1%} ({how}, {outside:2d} outside)    {fixed[0]:6.1%} (lr {lr_of(fixed[1]):.2g})   {entry}")
 
 
 def main(argv: list[str] | None = None) -> int:
