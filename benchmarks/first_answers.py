@@ -65,23 +65,8 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
     rep = Replay(grid, seed, budget)
     raced = False
     if budget < race_below:
-        racers = pool_of(pool, grid, ctx, first_rung or 1)[:RACE_MAX]
-
-        def race_plan(n: int) -> tuple[list[int], list[int], int]:
-            return plan(n, E, first_rung, rate) if first_rung else _halving(n, E, rate)
-
-        room = max(rep.budget_epochs, (1 + allowance) * E)
-        n = 1
-        while n < len(racers) and race_plan(n + 1)[2] <= room + 1e-9:
-            n += 1
-        if n >= 2:
-            sizes, rungs, _ = race_plan(n)
-            alive = list(racers[:n])
-            raced = True
-            for size, epoch in zip(sizes, rungs):
-                scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])),
-                                key=lambda t: (t[0], t[1]))
-                alive = [c for _, _, c in scored]
+        racers = pool_of(pool, grid, ctx, first_rung or 1)
+        raced = race(rep, racers, max(rep.budget_epochs, (1 + allowance) * E), first_rung, rate)
     if refine_after is None:
         from autoopt.search.strategy import entries_before_line_search
 
@@ -94,6 +79,29 @@ def replay_study(grid: Grid, seed: int, budget: float, ctx: Context, *, race_bel
     if shade and raced and chosen is not None and len(rep.finals()) == 1:  # the race's winner, its only full run
         chosen = shaded(grid, seed, chosen)
     return chosen, rep
+
+
+def race(rep: Replay, racers: Sequence[Config], room: float, first_rung: int | None, rate: int = RATE) -> bool:
+    """autoopt's race (``search/race.py``) in ``rep``: as many of ``racers`` (at most ``RACE_MAX``) as fit
+    in ``room`` epochs, from a ``first_rung``-epoch rung (None: successive halving), the best 1 / ``rate``
+    going on at each rung; False where not even two fit (nothing is trained)."""
+    E = rep.E
+    racers = list(racers)[:RACE_MAX]
+
+    def race_plan(n: int) -> tuple[list[int], list[int], int]:
+        return plan(n, E, first_rung, rate) if first_rung else _halving(n, E, rate)
+
+    n = 1
+    while n < len(racers) and race_plan(n + 1)[2] <= room + 1e-9:
+        n += 1
+    if n < 2:
+        return False
+    sizes, rungs, _ = race_plan(n)
+    alive = racers[:n]
+    for size, epoch in zip(sizes, rungs):
+        scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])), key=lambda t: (t[0], t[1]))
+        alive = [c for _, _, c in scored]
+    return True
 
 
 def shaded(grid: Grid, seed: int, config: Config) -> Config:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import first_answers as fa  # noqa: E402
 from corpus import DEV  # noqa: E402
-from early_budget import CAP, HEADER, Context, Replay, choose, contexts, evaluate, load_grids, plan, pool_of, row  # noqa: E402
+from early_budget import CAP, HEADER, Context, Replay, choose, contexts, evaluate, load_grids, pool_of, row  # noqa: E402
 from simulate import Config, Grid, candidate_configs  # noqa: E402
 
 
@@ -84,22 +84,8 @@ def kept_rate(grid: Grid, seed: int, budget: float, ctx: Context, rate: int) -> 
 def race_then_line(grid: Grid, seed: int, budget: float, ctx: Context, race_tre: float, rung: int | None,
                    entries: int) -> tuple[Config | None, float]:
     """A race over ``race_tre`` TRE of the portfolio, then ``entries`` entries and the line search."""
-    E = grid.epochs
     rep = Replay(grid, seed, budget)
-    racers = pool_of("portfolio", grid, ctx, rung or 1)[:fa.RACE_MAX]
-
-    def race_plan(n: int) -> tuple[list[int], list[int], int]:
-        return plan(n, E, rung, fa.RATE) if rung else fa._halving(n, E)
-
-    n = 1
-    while n < len(racers) and race_plan(n + 1)[2] <= race_tre * E + 1e-9:
-        n += 1
-    if n >= 2:
-        sizes, rungs, _ = race_plan(n)
-        alive = list(racers[:n])
-        for size, epoch in zip(sizes, rungs):
-            scored = sorted(((rep.advance(c, epoch), j, c) for j, c in enumerate(alive[:size])), key=lambda t: (t[0], t[1]))
-            alive = [c for _, _, c in scored]
+    fa.race(rep, pool_of("portfolio", grid, ctx, rung or 1), race_tre * grid.epochs, rung)
     fa._portfolio_and_line_search(rep, pool_of("portfolio", grid, ctx, 1), entries, 1)
     scores = fa.shrunk(rep)
     return fa.steadied(rep, "smooth", scores, choose(rep, "smooth", finals=scores)), rep.tre()
